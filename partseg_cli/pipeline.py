@@ -1,0 +1,119 @@
+"""Running a stage over the shapes of a workspace, with content-keyed caching.
+
+A stage module supplies a ``compute(shape_id) -> record`` function; `run_per_shape`
+works out the stage's key from its parameters and its inputs' keys, skips shapes whose
+stored key matches, stores the rest atomically, and collects per-shape failures so
+one bad shape does not stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from .errors import PartsegError, StoreError
+from .store import Workspace, content_key, shape_scope
+
+# Bump a stage's number when its stored format or its math changes: old outputs are
+# then recomputed instead of trusted.
+STAGE_VERSIONS: dict[str, int] = {
+    "shape": 1,
+    "render": 1,
+    "detect": 1,
+    "sam-refine": 1,
+    "superpoints": 1,
+    "backproject": 1,
+    "vote": 1,
+    "distill": 1,
+    "rescore": 1,
+}
+
+
+@dataclass
+class StageReport:
+    """What one stage did over a set of shapes."""
+
+    stage: str
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        text = (f"{self.stage}: {len(self.computed)} computed, "
+                f"{len(self.skipped)} cached")
+        if self.failed:
+            text += f", {len(self.failed)} failed"
+        return text
+
+
+def progress(iterable: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
+    """A tqdm bar on stderr, hidden when stderr is not a terminal and in CI logs."""
+    disable = not sys.stderr.isatty() or bool(os.environ.get("PARTSEG_NO_PROGRESS"))
+    return tqdm(iterable, desc=desc, total=total, disable=disable, unit="shape",
+                leave=False, dynamic_ncols=True)
+
+
+def stage_key(workspace: Workspace, scope: str, stage: str, params: dict[str, Any],
+              inputs: list[str]) -> str:
+    """The key ``stage`` would be stored under, given its parameters and inputs."""
+    upstream = []
+    for name in inputs:
+        key = workspace.key(scope, name)
+        if key is None:
+            raise StoreError(f"{scope.split('/', 1)[-1]}: no '{name}' output yet "
+                             f"(run `partseg {name if name != 'shape' else 'render'}` first)")
+        upstream.append(f"{name}:{key}")
+    return content_key(stage, STAGE_VERSIONS[stage], params, upstream)
+
+
+def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
+                  params: dict[str, Any], inputs: list[str],
+                  compute: Callable[[str], Any], force: bool = False) -> StageReport:
+    """Compute and store ``stage`` for each shape whose inputs or parameters changed.
+
+    ``inputs`` are the stages it reads (their keys enter its key); ``compute`` gets a
+    shape id and returns the record to store. A `PartsegError` fails that shape only.
+    """
+    report = StageReport(stage)
+    for shape_id in progress(shape_ids, desc=stage):
+        scope = shape_scope(shape_id)
+        try:
+            key = stage_key(workspace, scope, stage, params, inputs)
+            if not force and workspace.key(scope, stage) == key:
+                report.skipped.append(shape_id)
+                continue
+            record = compute(shape_id)
+            workspace.write(scope, stage, record, key=key, params=params)
+            report.computed.append(shape_id)
+        except PartsegError as exc:
+            report.failed[shape_id] = str(exc)
+    return report
+
+
+def select_shapes(workspace: Workspace, patterns: list[str] | None) -> list[str]:
+    """Shape ids in the workspace, optionally filtered by glob patterns."""
+    import fnmatch
+
+    ids = workspace.shape_ids()
+    if not ids:
+        raise StoreError(f"{workspace.root}: holds no shapes (run `partseg render` first)")
+    if not patterns:
+        return ids
+    chosen = [i for i in ids if any(fnmatch.fnmatch(i, p) for p in patterns)]
+    if not chosen:
+        raise StoreError(f"{workspace.root}: no shape matches {', '.join(patterns)}")
+    return chosen
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks CUDA when present, otherwise the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
