@@ -109,14 +109,13 @@ class _ZarrBackend:
                 array[...] = value
         group.attrs.update(attrs)
 
-    def read(self, path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def read(self, path: Path, names: list[str] | None = None
+             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         import zarr
 
         group = zarr.open_group(store=str(path), mode="r", zarr_format=3)
-        arrays = {name: np.asarray(array[...]) for name, array in group.arrays()}
-        for name, sub in group.groups():
-            for sub_name, array in _walk_zarr(sub, name + "/"):
-                arrays[sub_name] = np.asarray(array[...])
+        arrays = {name: np.asarray(array[...]) for name, array in _walk_zarr(group, "")
+                  if names is None or name in names}
         return arrays, dict(group.attrs)
 
     def read_attrs(self, path: Path) -> dict[str, Any]:
@@ -153,15 +152,18 @@ class _HDF5Backend:
                                       compression_opts=1 if compression else None)
             handle.attrs["partseg"] = json.dumps(attrs)
 
-    def read(self, path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def read(self, path: Path, names: list[str] | None = None
+             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         import h5py
 
         arrays: dict[str, np.ndarray] = {}
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and (names is None or name in names):
+                arrays[name] = obj[()]
+
         with h5py.File(path, "r") as handle:
-            handle.visititems(
-                lambda name, obj: arrays.__setitem__(name, obj[()])
-                if isinstance(obj, h5py.Dataset) else None
-            )
+            handle.visititems(visit)
             attrs = json.loads(handle.attrs["partseg"])
         return arrays, attrs
 
@@ -274,12 +276,14 @@ class Workspace:
         info = self.info(scope, stage)
         return None if info is None else info.get("key")
 
-    def read(self, scope: str, stage: str) -> Artifact:
+    def read(self, scope: str, stage: str, names: list[str] | None = None) -> Artifact:
+        """Load an artifact; ``names`` restricts which arrays are read (all by default)."""
         path = self._path(scope, stage)
         if not path.exists():
-            raise StoreError(f"{self.root}: {scope} has no '{stage}' output yet")
+            raise StoreError(f"{scope.split('/', 1)[-1]}: no '{stage}' output yet "
+                             f"(run `partseg {stage}` first)")
         try:
-            arrays, attrs = self._backend.read(path)
+            arrays, attrs = self._backend.read(path, names)
         except Exception as exc:  # any decoder error means the artifact is unusable
             raise StoreError(f"{path}: unreadable stored output ({exc})") from exc
         meta = attrs.pop("partseg", {})

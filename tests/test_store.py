@@ -49,6 +49,8 @@ def test_round_trip_keeps_every_field(tmp_path: Path, backend: str) -> None:
     assert back.normalization.scale == 2.5
     assert workspace.key(shape_scope("s"), "shape") == "k1"
     assert workspace.info(shape_scope("s"), "shape")["params"] == {"n": 1}
+    partial = workspace.read(shape_scope("s"), "shape", names=["points", "mesh/faces"])
+    assert sorted(partial.arrays) == ["mesh/faces", "points"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
