@@ -26,8 +26,8 @@ def toy_chair(rng: np.random.Generator) -> tuple[trimesh.Trimesh, np.ndarray]:
     ]
     for sx in (-1, 1):
         for sz in (-1, 1):
-            pieces.append(("leg", (leg_t, seat_h, leg_t),
-                           (sx * (width / 2 - leg_t / 2), seat_h / 2, sz * (depth / 2 - leg_t / 2))))
+            corner = (sx * (width / 2 - leg_t / 2), seat_h / 2, sz * (depth / 2 - leg_t / 2))
+            pieces.append(("leg", (leg_t, seat_h, leg_t), corner))
     if rng.random() < 0.7:
         for sx in (-1, 1):
             pieces.append(("arm", (leg_t, 0.08, depth * 0.8), (sx * width / 2, seat_h + 0.3, 0)))

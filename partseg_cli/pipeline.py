@@ -117,3 +117,14 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def is_fresh(workspace: Workspace, scope: str, stage: str, inputs: list[str]) -> bool:
+    """Whether ``stage`` is stored and was computed from the inputs stored now."""
+    info = workspace.info(scope, stage)
+    if info is None:
+        return False
+    try:
+        return stage_key(workspace, scope, stage, info.get("params", {}), inputs) == info["key"]
+    except (StoreError, KeyError):
+        return False
