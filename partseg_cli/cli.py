@@ -167,3 +167,301 @@ def inspect(work: Work) -> None:
     from .store import Workspace
 
     typer.echo(describe(Workspace.open(work)))
+
+
+def _parts(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise PartsegError("--parts: give comma-separated part names, e.g. \"back,seat,leg\"")
+    return names
+
+
+def _open(work: Path, shape_ids: list[str] | None) -> tuple[object, list[str]]:
+    from .pipeline import select_shapes
+    from .store import Workspace
+
+    workspace = Workspace.open(work)
+    return workspace, select_shapes(workspace, shape_ids)
+
+
+Teacher = Annotated[str, typer.Option(
+    help="2D teacher: owlv2, owlvit, grounding-dino (boxes), clipseg (pixel maps), or "
+         "simulated: a measuring instrument that turns ground-truth labels into VLM-like "
+         "noisy boxes; it needs labelled shapes and is not a segmentation method.")]
+Parts = Annotated[str | None, typer.Option(
+    help="Comma-separated part names to ask for (default: the dataset's part names, "
+         "else the built-in ShapeNetPart/PartNetE table for the category).")]
+
+
+@app.command()
+def detect(
+    work: Work,
+    teacher: Teacher = "owlv2",
+    model: Annotated[str | None, typer.Option(
+        help="Hugging Face model id or local folder (default per teacher, e.g. "
+             "google/owlv2-base-patch16-ensemble).")] = None,
+    parts: Parts = None,
+    prompt: Annotated[str | None, typer.Option(
+        help="Prompt template; {part} and {category} are filled in.")] = None,
+    threshold: Annotated[float, typer.Option(help="Box score threshold.")] = 0.1,
+    preset: Annotated[str, typer.Option(help="Noise preset of the simulated teacher: "
+                                        "glip-like, weak, clean.")] = "glip-like",
+    batch_size: Annotated[int, typer.Option(help="Views per forward pass.")] = 4,
+    shape_id: Shapes = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Ask a 2D teacher where the parts are in every rendered view."""
+    from . import detect as stage
+    from .pipeline import resolve_device
+
+    workspace, ids = _open(work, shape_id)
+    config = stage.DetectConfig(teacher=teacher, model=model, parts=_parts(parts),
+                                prompt=prompt or stage.DEFAULT_PROMPT, threshold=threshold,
+                                preset=preset, seed=seed, batch_size=batch_size,
+                                device=resolve_device(device))
+    finish([stage.run(workspace, ids, config, force)])
+
+
+@app.command("sam-refine")
+def sam_refine(
+    work: Work,
+    model: Annotated[str | None, typer.Option(
+        help="SAM through transformers: model id or local folder (default "
+             "facebook/sam-vit-base), or 'simulated' for the measuring instrument.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Official segment-anything checkpoint file (e.g. sam_vit_h_4b8939.pth); "
+             "needs `pip install 'partseg[sam]'` and torchvision.")] = None,
+    model_type: Annotated[str, typer.Option(help="Architecture of --checkpoint: vit_h, "
+                                            "vit_l or vit_b.")] = "vit_h",
+    shape_id: Shapes = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Refine every detected box into a mask with SAM."""
+    from . import sam_refine as stage
+    from .pipeline import resolve_device
+
+    workspace, ids = _open(work, shape_id)
+    config = stage.RefineConfig(model=model, checkpoint=str(checkpoint) if checkpoint else None,
+                                model_type=model_type, seed=seed, device=resolve_device(device))
+    finish([stage.run(workspace, ids, config, force)])
+
+
+@app.command()
+def superpoints(
+    work: Work,
+    k: Annotated[int, typer.Option(help="Neighbours in the point graph.")] = 10,
+    regularization: Annotated[float, typer.Option(
+        help="L0 cut-pursuit regularisation (larger: fewer, bigger superpoints).")] = 0.05,
+    color_weight: Annotated[float, typer.Option(
+        help="Weight of RGB against normals in the point features.")] = 0.3,
+    min_size: Annotated[int, typer.Option(
+        help="Superpoints of at most this many points merge into a neighbour.")] = 10,
+    shape_id: Shapes = None,
+    force: Force = False,
+) -> None:
+    """Oversegment every shape into superpoints (PartSLIP's cut pursuit)."""
+    from . import superpoints as stage
+
+    workspace, ids = _open(work, shape_id)
+    config = stage.SuperpointConfig(k=k, regularization=regularization,
+                                    color_weight=color_weight, min_size=min_size)
+    finish([stage.run(workspace, ids, config, force)])
+
+
+@app.command()
+def backproject(
+    work: Work,
+    source: Annotated[str, typer.Option(
+        help="What to lift: auto (SAM masks when present, else boxes or pixel maps), "
+             "boxes, masks, pixels.")] = "auto",
+    whole_object_fraction: Annotated[float, typer.Option(
+        help="Drop boxes covering at least this fraction of the object's visible "
+             "points.")] = 0.98,
+    min_pixels: Annotated[int, typer.Option(
+        help="Smallest pixel-map component that becomes a knowledge unit.")] = 20,
+    shape_id: Shapes = None,
+    force: Force = False,
+) -> None:
+    """Lift 2D predictions onto the points as knowledge units (PartDistill Eq. 1-2)."""
+    from . import backproject as stage
+
+    workspace, ids = _open(work, shape_id)
+    config = stage.BackprojectConfig(source=source, whole_object_fraction=whole_object_fraction,
+                                     min_pixels=min_pixels)
+    finish([stage.run(workspace, ids, config, force)])
+
+
+@app.command()
+def vote(
+    work: Work,
+    threshold: Annotated[float, typer.Option(
+        help="A superpoint takes the best part only if its score reaches this.")] = 0.5,
+    instances: Annotated[bool, typer.Option(help="Also merge superpoints into instances.")
+                         ] = True,
+    shape_id: Shapes = None,
+    force: Force = False,
+) -> None:
+    """PartSLIP voting: semantic and instance labels from the knowledge units."""
+    from . import vote as stage
+
+    workspace, ids = _open(work, shape_id)
+    finish([stage.run(workspace, ids, stage.VoteConfig(threshold, instances), force)])
+
+
+@app.command()
+def export(
+    work: Work,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    method: Annotated[str, typer.Option(help="Which stored labelling: vote, distill, ...")
+                      ] = "vote",
+    shape_id: Shapes = None,
+) -> None:
+    """Write coloured PLY/GLB files per shape and one file per part."""
+    from .export import export_shape
+    from .pipeline import StageReport, progress
+    from .records import Labelling, Shape
+    from .store import shape_scope
+
+    workspace, ids = _open(work, shape_id)
+    report = StageReport("export")
+    for sid in progress(ids, desc="export"):
+        try:
+            scope = shape_scope(sid)
+            labelling = workspace.read_record(scope, method, Labelling)
+            export_shape(workspace.read_record(scope, "shape", Shape), labelling, out / sid)
+            report.computed.append(sid)
+        except PartsegError as exc:
+            report.failed[sid] = str(exc)
+    finish([report])
+
+
+@app.command()
+def evaluate(
+    work: Work,
+    method: Annotated[str, typer.Option(help="Which stored labelling to score: vote, "
+                                        "distill, ...")] = "vote",
+    pred: Annotated[Path | None, typer.Option(
+        help="Score labels from a file instead (.npy or one integer per line; for "
+             "several shapes a folder of <shape_id>.npy/.txt).")] = None,
+    convention: Annotated[str, typer.Option(
+        help="shapenetpart: per-shape mIoU, absent parts count 1 (PartDistill); partnete: "
+             "per-part IoU over shapes containing the part (PartSLIP++).")] = "shapenetpart",
+    teacher_2d: Annotated[bool, typer.Option(
+        "--teacher-2d", help="Also score the teacher's own 2D predictions "
+        "(confidence-weighted mIoU2D, PartDistill suppl. Eq. 5-8), before and after "
+        "re-scoring when `rescore` ran.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as "
+                                                  "JSON here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the report as CSV "
+                                                 "here.")] = None,
+    shape_id: Shapes = None,
+) -> None:
+    """Score a labelling against the ground truth: mIoU per part, category and overall."""
+    import json
+
+    from . import evaluate as stage
+
+    workspace, ids = _open(work, shape_id)
+    report, failed = stage.run(workspace, ids, method, pred, convention, teacher_2d)
+    typer.echo(report.table())
+    if json_out:
+        json_out.write_text(json.dumps(report.to_json(), indent=1))
+    if csv_out:
+        csv_out.write_text(report.to_csv())
+    if failed:
+        typer.echo(f"{len(failed)} shape(s) not scored:", err=True)
+        for sid, problem in failed.items():
+            typer.echo(f"  {sid}: {problem}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_all(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Shape files or dataset folders (as for `partseg render`).", show_default=False)],
+    work: Annotated[Path, typer.Option("--work", "-w", help="Workspace folder.")],
+    teacher: Teacher = "owlv2",
+    model: Annotated[str | None, typer.Option(help="Teacher model id or local folder.")
+                     ] = None,
+    parts: Parts = None,
+    sam: Annotated[str | None, typer.Option(
+        help="Refine boxes with SAM before lifting: a model id/folder, or 'simulated' "
+             "(default with --teacher simulated: none).")] = None,
+    distill: Annotated[str, typer.Option(
+        help="After voting, also distil a 3D student: none, tta or pre.")] = "none",
+    views: Annotated[int, typer.Option(help="Number of views.")] = 10,
+    resolution: Annotated[int, typer.Option(help="Image size in pixels.")] = 800,
+    points: Annotated[int, typer.Option(help="Points sampled from each mesh.")] = 10000,
+    preset: Annotated[str, typer.Option(help="Simulated teacher preset.")] = "glip-like",
+    backend: Annotated[str | None, typer.Option(help="Store backend of a new workspace: "
+                                                "zarr or hdf5.")] = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Every stage in order, cached: render, detect, [sam-refine], superpoints,
+    backproject, vote, [distill], then evaluate when the shapes have ground truth."""
+    from . import backproject as backproject_stage
+    from . import detect as detect_stage
+    from . import evaluate as evaluate_stage
+    from . import render as render_stage
+    from . import superpoints as superpoints_stage
+    from . import vote as vote_stage
+    from .pipeline import resolve_device
+    from .shapes import discover
+    from .store import Workspace
+
+    device = resolve_device(device)
+    sources, problems = [], []
+    for path in inputs:
+        found, bad = discover(path)
+        sources += found
+        problems += bad
+    if not sources:
+        raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}")
+    workspace = Workspace.open(work, create=True, backend=backend)
+    reports = [render_stage.ingest(workspace, sources, points, seed, force)]
+    for path, problem in problems:
+        reports[0].failed[Path(path).name] = f"{path}: {problem}"
+
+    def alive() -> list[str]:
+        dead = {sid for report in reports for sid in report.failed}
+        return [s.shape_id for s in sources if s.shape_id not in dead]
+
+    reports.append(render_stage.run(workspace, alive(), render_stage.RenderConfig(
+        n_views=views, resolution=resolution, n_points=points, seed=seed, device=device),
+        force))
+    reports.append(detect_stage.run(workspace, alive(), detect_stage.DetectConfig(
+        teacher=teacher, model=model, parts=_parts(parts), preset=preset, seed=seed,
+        device=device), force))
+    if sam:
+        from . import sam_refine as sam_stage
+
+        reports.append(sam_stage.run(workspace, alive(), sam_stage.RefineConfig(
+            model=sam, seed=seed, device=device), force))
+    reports.append(superpoints_stage.run(workspace, alive(),
+                                         superpoints_stage.SuperpointConfig(), force))
+    reports.append(backproject_stage.run(workspace, alive(),
+                                         backproject_stage.BackprojectConfig(), force))
+    reports.append(vote_stage.run(workspace, alive(), vote_stage.VoteConfig(), force))
+    method = "vote"
+    if distill != "none":
+        from . import distill as distill_stage
+
+        reports.append(distill_stage.run(workspace, alive(), distill_stage.DistillConfig(
+            mode=distill, seed=seed, device=device), force))
+        method = "distill"
+    labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)]
+    if labelled:
+        report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart",
+                                       teacher_2d=False)
+        typer.echo(report.table())
+    typer.echo(f"results in {work}; view them with `partseg export {work} --out OUT "
+               f"--method {method}`", err=True)
+    finish(reports)
