@@ -262,6 +262,9 @@ def superpoints(
         help="Weight of RGB against normals in the point features.")] = 0.3,
     min_size: Annotated[int, typer.Option(
         help="Superpoints of at most this many points merge into a neighbour.")] = 10,
+    use_shape_normals: Annotated[bool, typer.Option(
+        help="Use the shape's own normals instead of re-estimating them with Open3D "
+             "as PartSLIP does.")] = False,
     shape_id: Shapes = None,
     force: Force = False,
 ) -> None:
@@ -270,7 +273,8 @@ def superpoints(
 
     workspace, ids = _open(work, shape_id)
     config = stage.SuperpointConfig(k=k, regularization=regularization,
-                                    color_weight=color_weight, min_size=min_size)
+                                    color_weight=color_weight, min_size=min_size,
+                                    use_shape_normals=use_shape_normals)
     finish([stage.run(workspace, ids, config, force)])
 
 
