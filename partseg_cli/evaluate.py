@@ -1,0 +1,862 @@
+"""Metrics and the evaluation report: part IoU, mIoU under two conventions, mAP50, 2D mIoU.
+
+Conventions differ between the papers this package reproduces, so every figure says which
+one it follows (see reference-details.md, "Evaluation conventions"):
+
+- ``"shapenetpart"`` (PartDistill, PointCLIP V2): per shape, mean IoU over the category's
+  parts with IoU = 1 when a part is absent from both prediction and ground truth; category
+  mIoU = mean over shapes; overall = mean over categories. Per-part figures are that part's
+  IoU averaged over all shapes of the category (same absent rule).
+- ``"partnete"`` (PartSLIP, PartSLIP++): per part, IoU averaged over the shapes whose ground
+  truth contains the part; category mIoU = mean over those parts; overall = mean over
+  categories.
+
+Ground-truth points labelled -1 (unlabelled / "other") are ignored; a prediction of -1 on
+a labelled point counts as wrong. All figures are fractions in [0, 1]; the terminal table
+shows them as percentages with one decimal. Undefined figures are NaN (``null`` in JSON,
+empty in CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, PartsegError
+from .records import Boxes, KnowledgeUnits, Labelling, Masks, Mesh, Shape, Views
+from .store import Workspace, shape_scope
+
+CONVENTIONS = ("shapenetpart", "partnete")
+DOMAINS = ("points", "faces")
+AP_IOU_THRESHOLD = 0.5
+# PartNet's 101 recall thresholds 0, 0.01, ..., 1 (exact decimals, not an arange's drift).
+_RECALL_THRESHOLDS = np.arange(101) / 100.0
+CSV_HEADER = ["category", "part", "domain", "value", "count"]
+OVERALL = "(overall)"
+MEAN = "(mean)"
+
+
+# --- semantic IoU -------------------------------------------------------------------------
+
+
+def part_ious(pred: np.ndarray, gt: np.ndarray, n_parts: int,
+              weights: np.ndarray | None = None) -> np.ndarray:
+    """IoU of every part of one shape.
+
+    pred, gt: (N,) int part labels in [-1, n_parts); gt == -1 elements are ignored, a pred
+    of -1 on a labelled element is simply wrong. weights: optional (N,) float (e.g. face
+    areas) making the IoU a weighted one. Returns (n_parts,) float64, NaN where the part
+    is absent from both pred and gt (union zero).
+    """
+    pred = np.asarray(pred).ravel()
+    gt = np.asarray(gt).ravel()
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred has {pred.size} labels, gt {gt.size}")
+    for name, arr in (("pred", pred), ("gt", gt)):
+        if arr.size and (arr.min() < -1 or arr.max() >= n_parts):
+            raise ValueError(f"{name} labels outside [-1, {n_parts})")
+    keep = gt >= 0
+    p, g = pred[keep], gt[keep]
+    w = None if weights is None else np.asarray(weights, np.float64).ravel()[keep]
+    hit = p == g
+    inter = np.bincount(g[hit], None if w is None else w[hit], minlength=n_parts)
+    gt_size = np.bincount(g, w, minlength=n_parts)
+    labelled = p >= 0
+    pred_size = np.bincount(p[labelled], None if w is None else w[labelled],
+                            minlength=n_parts)
+    union = (gt_size + pred_size - inter).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, np.nan)
+
+
+# --- inputs and report --------------------------------------------------------------------
+
+
+@dataclass
+class ShapeEval:
+    """Everything needed to score one shape (labels index into ``part_names``).
+
+    gt_points / pred_points: (N,) int, -1 = unlabelled (ignored in gt, wrong in pred).
+    gt_faces / pred_faces: (F,) int, same rules; face_areas: (F,) float, makes the face
+    IoU area-weighted. gt_instances / pred_instances: (N,) int instance ids, -1 none;
+    predicted ids index pred_instance_labels (I,) int and pred_instance_scores (I,) float.
+    When labels are missing each predicted instance takes the majority of pred_points over
+    its points; when scores are missing all instances score 1.
+    """
+
+    shape_id: str
+    category: str
+    part_names: list[str]
+    gt_points: np.ndarray
+    pred_points: np.ndarray
+    gt_faces: np.ndarray | None = None
+    pred_faces: np.ndarray | None = None
+    face_areas: np.ndarray | None = None
+    gt_instances: np.ndarray | None = None
+    pred_instances: np.ndarray | None = None
+    pred_instance_labels: np.ndarray | None = None
+    pred_instance_scores: np.ndarray | None = None
+
+    @property
+    def has_faces(self) -> bool:
+        return self.gt_faces is not None and self.pred_faces is not None
+
+    @property
+    def has_instances(self) -> bool:
+        return self.gt_instances is not None and self.pred_instances is not None
+
+
+@dataclass
+class DomainScores:
+    """Semantic scores of one domain ("points" or "faces"), fractions in [0, 1], NaN = undefined.
+
+    part_iou[c]: per part of category c, in part_names order. part_count[c]: shapes that
+    entered each part's average. instance_miou: mean over all shapes of the shape mIoU
+    (ShapeNetPart's "instance average"; NaN under "partnete").
+    """
+
+    part_iou: dict[str, list[float]]
+    part_count: dict[str, list[int]]
+    category_miou: dict[str, float]
+    n_shapes: dict[str, int]
+    overall_miou: float
+    instance_miou: float
+
+
+@dataclass
+class EvalReport:
+    """Per part, per category and overall scores, for points and (when present) faces, plus
+    mAP50 part-aware / part-agnostic when instances were given. Fractions in [0, 1]."""
+
+    convention: str
+    categories: list[str]
+    part_names: dict[str, list[str]]
+    n_shapes: dict[str, int]
+    domains: dict[str, DomainScores]
+    ap50_part_aware: dict[str, float] | None = None
+    ap50_part_agnostic: dict[str, float] | None = None
+    gt_instance_counts: dict[str, int] = field(default_factory=dict)
+    # {"before": {category: mIoU2D, "mean": x}, "after": {...} when re-scored} (run only)
+    teacher_2d: dict[str, dict[str, float]] | None = None
+
+    def table(self, parts: bool = True) -> str:
+        """Fixed-width terminal table, percentages with one decimal ("-" = undefined).
+
+        One row per category plus an overall row; with ``parts``, a per-part section
+        follows (one wrapped line per category and domain) so 45 categories stay readable.
+        """
+        cols = [(f"{d} mIoU", d) for d in self.domains]
+        if self.ap50_part_aware is not None:
+            cols.append(("mAP50 aware", "aware"))
+        if self.ap50_part_agnostic is not None:
+            cols.append(("mAP50 agn.", "agnostic"))
+        cols += [(f"2D {when}", when) for when in self.teacher_2d or {}]
+        width = max([len("category"), len(OVERALL)] + [len(c) for c in self.categories])
+        header = f"{'category':<{width}}  {'shapes':>6}" + "".join(f"  {c}" for c, _ in cols)
+        lines = [f"convention: {self.convention}  (figures in %)", header, "-" * len(header)]
+
+        def cell(category: str | None, label: str, key: str) -> str:
+            if key in self.domains:
+                scores = self.domains[key]
+                value = scores.overall_miou if category is None else scores.category_miou.get(
+                    category, math.nan)
+            else:
+                table = {"aware": self.ap50_part_aware, "agnostic": self.ap50_part_agnostic,
+                         **(self.teacher_2d or {})}[key]
+                value = table.get("mean" if category is None else category, math.nan)
+            return f"  {_pct(value):>{len(label)}}"
+
+        for c in self.categories:
+            lines.append(f"{c:<{width}}  {self.n_shapes[c]:>6}"
+                         + "".join(cell(c, label, k) for label, k in cols))
+        lines.append("-" * len(header))
+        lines.append(f"{OVERALL:<{width}}  {sum(self.n_shapes.values()):>6}"
+                     + "".join(cell(None, label, k) for label, k in cols))
+        inst = self.domains["points"].instance_miou
+        if not math.isnan(inst):
+            lines.append(f"instance-average point mIoU (mean over shapes): {_pct(inst)}")
+        if parts:
+            lines.append("")
+            lines.append("per-part IoU (%)" + (", mAP50 part-aware" if self.ap50_part_aware
+                                                 is not None else ""))
+            for c in self.categories:
+                for d, scores in self.domains.items():
+                    if c in scores.part_iou:
+                        pairs = zip(self.part_names[c], scores.part_iou[c], strict=True)
+                        lines.extend(_wrap(f"{c} [{d}]", [f"{n} {_pct(v)}" for n, v in pairs]))
+                if self.ap50_part_aware is not None and c in self.ap50_part_aware:
+                    lines.extend(_wrap(f"{c} [mAP50]", [
+                        f"{n} {_pct(self.ap50_part_aware.get(f'{c}/{n}', math.nan))}"
+                        for n in self.part_names[c]]))
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        """JSON-ready dict (``json.dumps`` works; NaN becomes null). Keys:
+
+        ``schema`` ("partseg.eval/1"), ``convention``, ``units`` ("fraction"),
+        ``overall``: {"points": {"miou", "instance_miou"}, "faces": {...} when present,
+        "ap50_part_aware", "ap50_part_agnostic" (null when no instances)},
+        ``categories``: {name: {"n_shapes", "parts": [names],
+        "points"/"faces": {"miou", "part_iou": {part: iou}, "part_count": {part: shapes}},
+        "ap50_part_aware": {"mean", "part_ap": {part: ap}} | null,
+        "ap50_part_agnostic": float | null, "teacher_miou_2d": {"before", "after"?} | null}}
+        (AP null when the category had no instances); ``overall`` also has
+        "teacher_miou_2d": {"before": x, "after": y (only when re-scored)} | null.
+        """
+        overall: dict = {d: {"miou": _num(s.overall_miou), "instance_miou": _num(s.instance_miou)}
+                         for d, s in self.domains.items()}
+        overall["ap50_part_aware"] = _num(self.ap50_part_aware["mean"]) \
+            if self.ap50_part_aware is not None else None
+        overall["ap50_part_agnostic"] = _num(self.ap50_part_agnostic["mean"]) \
+            if self.ap50_part_agnostic is not None else None
+        t2d = self.teacher_2d
+        overall["teacher_miou_2d"] = None if t2d is None else {
+            when: _num(v["mean"]) for when, v in t2d.items()}
+        categories = {}
+        for c in self.categories:
+            names = self.part_names[c]
+            entry: dict = {"n_shapes": self.n_shapes[c], "parts": list(names)}
+            for d, s in self.domains.items():
+                if c in s.part_iou:
+                    entry[d] = {
+                        "miou": _num(s.category_miou[c]),
+                        "part_iou": {n: _num(v) for n, v in zip(names, s.part_iou[c],
+                                                                strict=True)},
+                        "part_count": dict(zip(names, s.part_count[c], strict=True)),
+                    }
+            aware, agnostic = self.ap50_part_aware, self.ap50_part_agnostic
+            entry["ap50_part_aware"] = None if aware is None or c not in aware else {
+                "mean": _num(aware.get(c, math.nan)),
+                "part_ap": {n: _num(aware.get(f"{c}/{n}", math.nan)) for n in names}}
+            entry["ap50_part_agnostic"] = None if agnostic is None else _num(
+                agnostic.get(c, math.nan))
+            entry["teacher_miou_2d"] = None if t2d is None else {
+                when: _num(v.get(c, math.nan)) for when, v in t2d.items()}
+            categories[c] = entry
+        return {"schema": "partseg.eval/1", "convention": self.convention, "units": "fraction",
+                "overall": overall, "categories": categories}
+
+    def to_csv(self) -> str:
+        """CSV text with header ``category,part,domain,value,count``.
+
+        One row per (category, part, domain) with domain in points, faces, ap50_part_aware;
+        summary rows have part "(mean)" (category mIoU / mAP), category "(overall)" for the
+        mean over categories; domains ap50_part_agnostic and teacher_2d_before /
+        teacher_2d_after (confidence-weighted mIoU2D) have only summary rows.
+        value: fraction in [0, 1], empty when undefined. count: shapes averaged over (IoU
+        rows), ground-truth instances (AP rows), categories with a value (overall rows).
+        Categories without instances have no AP rows.
+        """
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        for d, s in self.domains.items():
+            for c in self.categories:
+                if c not in s.part_iou:
+                    continue
+                for n, v, k in zip(self.part_names[c], s.part_iou[c], s.part_count[c],
+                                   strict=True):
+                    writer.writerow([c, n, d, _cell(v), k])
+                writer.writerow([c, MEAN, d, _cell(s.category_miou[c]), s.n_shapes[c]])
+            scored = [v for v in s.category_miou.values() if not math.isnan(v)]
+            writer.writerow([OVERALL, MEAN, d, _cell(s.overall_miou), len(scored)])
+        for domain, table in (("ap50_part_aware", self.ap50_part_aware),
+                              ("ap50_part_agnostic", self.ap50_part_agnostic)):
+            if table is None:
+                continue
+            for c in self.categories:
+                if c not in table:  # no shape of this category had instances
+                    continue
+                if domain == "ap50_part_aware":
+                    for n in self.part_names[c]:
+                        writer.writerow([c, n, domain, _cell(table.get(f"{c}/{n}", math.nan)),
+                                         self.gt_instance_counts.get(f"{c}/{n}", 0)])
+                writer.writerow([c, MEAN, domain, _cell(table.get(c, math.nan)),
+                                 self.gt_instance_counts.get(c, 0)])
+            scored = [c for c in self.categories if not math.isnan(table.get(c, math.nan))]
+            writer.writerow([OVERALL, MEAN, domain, _cell(table["mean"]), len(scored)])
+        for when, table in (self.teacher_2d or {}).items():
+            for c in self.categories:
+                writer.writerow([c, MEAN, f"teacher_2d_{when}", _cell(table.get(c, math.nan)),
+                                 self.n_shapes[c]])
+            scored = [c for c in self.categories if not math.isnan(table.get(c, math.nan))]
+            writer.writerow([OVERALL, MEAN, f"teacher_2d_{when}", _cell(table["mean"]),
+                             len(scored)])
+        return buf.getvalue()
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100.0 * value:.1f}"
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _cell(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6f}"
+
+
+def _wrap(title: str, cells: list[str], width: int = 100) -> list[str]:
+    lines, line = [], f"  {title}:"
+    for c in cells:
+        if len(line) + len(c) + 3 > width:
+            lines.append(line)
+            line = " " * (len(title) + 3)
+        line += f"  {c}"
+    lines.append(line)
+    return lines
+
+
+def _nanmean(values) -> float:
+    arr = np.asarray(values, np.float64)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else math.nan
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def _check(item: ShapeEval) -> None:
+    """Raise PartsegError naming the shape when its arrays disagree in length or range."""
+    n_parts = len(item.part_names)
+    pairs = [("pred_points", item.pred_points, "gt_points", item.gt_points)]
+    if item.has_faces:
+        pairs.append(("pred_faces", item.pred_faces, "gt_faces", item.gt_faces))
+        if item.face_areas is not None:
+            pairs.append(("face_areas", item.face_areas, "gt_faces", item.gt_faces))
+    elif (item.gt_faces is None) != (item.pred_faces is None):
+        raise PartsegError(f"shape {item.shape_id}: face labels given for only one of "
+                           "ground truth and prediction")
+    if item.has_instances:
+        pairs += [("gt_instances", item.gt_instances, "gt_points", item.gt_points),
+                  ("pred_instances", item.pred_instances, "gt_points", item.gt_points)]
+    for a_name, a, b_name, b in pairs:
+        if np.asarray(a).shape != np.asarray(b).shape:
+            raise PartsegError(f"shape {item.shape_id}: {a_name} has shape "
+                               f"{np.asarray(a).shape} but {b_name} has {np.asarray(b).shape}")
+    labels = [("gt_points", item.gt_points), ("pred_points", item.pred_points)]
+    if item.has_faces:
+        labels += [("gt_faces", item.gt_faces), ("pred_faces", item.pred_faces)]
+    for name, arr in labels:
+        arr = np.asarray(arr)
+        if arr.size and (arr.min() < -1 or arr.max() >= n_parts):
+            raise PartsegError(f"shape {item.shape_id}: {name} has labels outside "
+                               f"[-1, {n_parts}) for {n_parts} parts {item.part_names}")
+
+
+def _domain_scores(items: list[ShapeEval], categories: list[str], n_parts: dict[str, int],
+                   convention: str, domain: str) -> DomainScores:
+    per_cat: dict[str, list[np.ndarray]] = {c: [] for c in categories}
+    gt_has: dict[str, list[np.ndarray]] = {c: [] for c in categories}
+    for item in items:
+        n = n_parts[item.category]
+        if domain == "points":
+            pred, gt, weights = item.pred_points, item.gt_points, None
+        else:
+            pred, gt, weights = item.pred_faces, item.gt_faces, item.face_areas
+        per_cat[item.category].append(part_ious(pred, gt, n, weights))
+        gt = np.asarray(gt).ravel()
+        gt_has[item.category].append(np.bincount(gt[gt >= 0], minlength=n) > 0)
+    part_iou, part_count, category_miou, n_shapes = {}, {}, {}, {}
+    shape_mious = []
+    for c, rows in per_cat.items():
+        if not rows:
+            continue
+        ious = np.stack(rows)  # (S, P), NaN where the part is absent from pred and gt
+        if convention == "shapenetpart":
+            ious = np.where(np.isnan(ious), 1.0, ious)
+            shape_miou = ious.mean(axis=1)
+            shape_mious.append(shape_miou)
+            category_miou[c] = float(shape_miou.mean())
+            part_iou[c] = ious.mean(axis=0).tolist()
+            part_count[c] = [len(rows)] * ious.shape[1]
+        else:
+            # partnete: a part counts for a shape only when the shape's ground truth has it;
+            # part_ious gives a number for every part present in gt or pred, so mask on gt.
+            present = np.stack(gt_has[c])  # (S, P) part in the shape's ground truth
+            masked = np.where(present, ious, np.nan)
+            counts = present.sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = np.where(counts > 0, np.nansum(masked, axis=0) / counts, np.nan)
+            part_iou[c] = means.tolist()
+            part_count[c] = counts.astype(int).tolist()
+            category_miou[c] = _nanmean(means)
+        n_shapes[c] = len(rows)
+    instance = float(np.concatenate(shape_mious).mean()) if shape_mious else math.nan
+    return DomainScores(part_iou, part_count, category_miou, n_shapes,
+                        _nanmean(list(category_miou.values())), instance)
+
+
+def _categories(items: list[ShapeEval]) -> tuple[list[str], dict[str, list[str]]]:
+    """Categories in first-seen order and their part names (must agree within a category)."""
+    names: dict[str, list[str]] = {}
+    for item in items:
+        known = names.setdefault(item.category, list(item.part_names))
+        if known != list(item.part_names):
+            raise PartsegError(f"shape {item.shape_id}: part names {item.part_names} differ "
+                               f"from {known} used by other {item.category!r} shapes")
+    return list(names), names
+
+
+def evaluate(items: list[ShapeEval], convention: str = "shapenetpart") -> EvalReport:
+    """Score shapes under ``convention`` ("shapenetpart" or "partnete"; see module doc).
+
+    Points are always scored, faces when any item has both gt_faces and pred_faces (over
+    those items), mAP50 part-aware and part-agnostic when any item has instances (over
+    those items). Raises PartsegError on an unknown convention, no items, inconsistent part
+    names within a category, or arrays of mismatched length (naming the shape).
+    """
+    if convention not in CONVENTIONS:
+        raise PartsegError(f"unknown evaluation convention {convention!r}; "
+                           f"choose one of {', '.join(CONVENTIONS)}")
+    if not items:
+        raise PartsegError("nothing to evaluate: no shapes with both ground truth and "
+                           "a prediction")
+    for item in items:
+        _check(item)
+    categories, part_names = _categories(items)
+    n_parts = {c: len(p) for c, p in part_names.items()}
+    n_shapes = {c: sum(it.category == c for it in items) for c in categories}
+    domains = {"points": _domain_scores(items, categories, n_parts, convention, "points")}
+    with_faces = [it for it in items if it.has_faces]
+    if with_faces:
+        domains["faces"] = _domain_scores(with_faces, categories, n_parts, convention, "faces")
+    report = EvalReport(convention, categories, part_names, n_shapes, domains)
+    with_instances = [it for it in items if it.has_instances]
+    if with_instances:
+        report.ap50_part_aware = instance_ap50(with_instances, part_aware=True)
+        report.ap50_part_agnostic = instance_ap50(with_instances, part_aware=False)
+        report.gt_instance_counts = _gt_instance_counts(with_instances)
+    return report
+
+
+# --- instance mAP50 -----------------------------------------------------------------------
+
+
+def average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> float:
+    """PartNet AP with 101-point interpolation.
+
+    tp: (D,) bool per detection, scores: (D,) float, n_gt: ground-truth instances.
+    Detections are sorted by descending score (stable); precision at recall threshold
+    t in {0, 0.01, ..., 1} is the best precision at any recall >= t, with PartNet's
+    (recall 0, precision 1) start point, so any class with ground truth gets at least
+    1/101. Returns NaN when n_gt == 0 (class not evaluated), 0 when nothing was detected.
+    """
+    if n_gt == 0:
+        return math.nan
+    if len(tp) == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    hits = np.asarray(tp, bool)[order]
+    tp_cum = np.cumsum(hits)
+    fp_cum = np.cumsum(~hits)
+    recall = np.concatenate([[0.0], tp_cum / n_gt])
+    precision = np.concatenate([[1.0], tp_cum / (tp_cum + fp_cum)])
+    # Best precision at recall >= t: a suffix maximum read at the first recall >= t
+    # (recall is non-decreasing).
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    first = np.searchsorted(recall, _RECALL_THRESHOLDS, side="left")
+    reached = first < len(recall)
+    sampled = np.where(reached, envelope[np.minimum(first, len(recall) - 1)], 0.0)
+    return float(sampled.mean())
+
+
+def _instances(item: ShapeEval) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                         np.ndarray]:
+    """Instance IoUs of one shape after dropping gt "other"/unlabelled points.
+
+    Returns iou (I, J) float64 between predicted and gt instances, pred_label (I,) int,
+    pred_score (I,) float, gt_label (J,) int (majority gt part of each gt instance),
+    pred_ok (I,) bool (prediction has a valid part label).
+    """
+    n_parts = len(item.part_names)
+    gt = np.asarray(item.gt_points).ravel()
+    gt_inst = np.asarray(item.gt_instances).ravel()
+    pred_inst = np.asarray(item.pred_instances).ravel()
+    labelled = gt >= 0
+    # "other" points can take any label in the reference, so they leave the predictions too.
+    g_sel = labelled & (gt_inst >= 0)
+    gt_ids, g_idx = np.unique(gt_inst[g_sel], return_inverse=True)
+    n_gt = len(gt_ids)
+    gt_label = np.bincount(g_idx * n_parts + gt[g_sel], minlength=n_gt * n_parts
+                           ).reshape(n_gt, n_parts).argmax(axis=1)
+    gt_size = np.bincount(g_idx, minlength=n_gt)
+
+    n_pred = _n_pred_instances(item)
+    if pred_inst.size and pred_inst.max() >= n_pred:
+        raise PartsegError(f"shape {item.shape_id}: pred_instances uses id "
+                           f"{int(pred_inst.max())} but only {n_pred} instance labels/scores")
+    p_sel = labelled & (pred_inst >= 0)
+    pred_size = np.bincount(pred_inst[p_sel], minlength=n_pred)
+    gt_of_point = np.full(gt.shape, -1, np.int64)
+    gt_of_point[g_sel] = g_idx
+    both = p_sel & (gt_of_point >= 0)
+    inter = np.bincount(pred_inst[both] * n_gt + gt_of_point[both],
+                        minlength=n_pred * n_gt).reshape(n_pred, n_gt)
+    union = pred_size[:, None] + gt_size[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / union, 0.0)
+
+    if item.pred_instance_labels is not None:
+        pred_label = np.asarray(item.pred_instance_labels, np.int64).ravel()
+    else:
+        pl = np.asarray(item.pred_points).ravel()
+        ok = (pred_inst >= 0) & (pl >= 0)
+        votes = np.bincount(pred_inst[ok] * n_parts + pl[ok], minlength=n_pred * n_parts
+                            ).reshape(n_pred, n_parts)
+        pred_label = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
+    scores = (np.ones(n_pred) if item.pred_instance_scores is None
+              else np.asarray(item.pred_instance_scores, np.float64).ravel())
+    if len(pred_label) != n_pred or len(scores) != n_pred:
+        raise PartsegError(f"shape {item.shape_id}: {len(pred_label)} instance labels and "
+                           f"{len(scores)} instance scores do not match")
+    pred_ok = (pred_label >= 0) & (pred_label < n_parts)
+    return iou, pred_label, scores, gt_label, pred_ok
+
+
+def _n_pred_instances(item: ShapeEval) -> int:
+    for arr in (item.pred_instance_labels, item.pred_instance_scores):
+        if arr is not None:
+            return len(arr)
+    pred_inst = np.asarray(item.pred_instances)
+    return int(pred_inst.max()) + 1 if pred_inst.size else 0
+
+
+def _match(iou: np.ndarray, eligible: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """PartNet greedy matching: predictions by descending score take the unused eligible gt
+    instance of highest IoU; a true positive needs IoU > 0.5. Returns (I,) bool."""
+    tp = np.zeros(len(scores), bool)
+    used = np.zeros(iou.shape[1], bool)
+    for i in np.argsort(-scores, kind="stable"):  # loop over instances, not points
+        cand = np.where(eligible[i] & ~used, iou[i], -1.0)
+        if cand.size and cand.max() > AP_IOU_THRESHOLD:
+            j = int(cand.argmax())
+            used[j] = True
+            tp[i] = True
+    return tp
+
+
+def instance_ap50(items: list[ShapeEval], part_aware: bool = True) -> dict[str, float]:
+    """PartNet-style AP at IoU 0.5 (101-point interpolation) over shapes with instances.
+
+    part_aware: per (category, part) class, predictions match only gt instances of their
+    part; keys "Category/part" (AP per part), "Category" (mean over its parts with ground
+    truth) and "mean" (mean over categories), as in PartSTAD. Part-agnostic: labels are
+    ignored, one class per category; keys "Category" and "mean". Ground-truth points
+    labelled -1 are removed from predictions before matching. Fractions; NaN = no gt.
+    """
+    classes: dict[str, tuple[list, list, int]] = {}
+    categories: dict[str, list[str]] = {}
+    for item in items:
+        _check(item)
+        iou, pred_label, scores, gt_label, pred_ok = _instances(item)
+        c = item.category
+        categories.setdefault(c, list(item.part_names))
+        if part_aware:
+            eligible = pred_label[:, None] == gt_label[None, :]
+            keys = [f"{c}/{n}" for n in item.part_names]
+        else:
+            eligible = np.ones(iou.shape, bool)
+            keys = [c] * len(item.part_names)
+        tp = _match(iou, eligible & pred_ok[:, None], scores)
+        for key in keys:
+            classes.setdefault(key, ([], [], 0))
+        for p, key in enumerate(keys):
+            det = pred_ok & (pred_label == p)
+            tps, scs, n_gt = classes[key]
+            tps.append(tp[det])
+            scs.append(scores[det])
+            classes[key] = (tps, scs, n_gt + int((gt_label == p).sum()))
+    ap = {key: average_precision(np.concatenate(t), np.concatenate(s), n)
+          for key, (t, s, n) in classes.items()}
+    result: dict[str, float] = {}
+    for c, names in categories.items():
+        if part_aware:
+            per_part = {f"{c}/{n}": ap[f"{c}/{n}"] for n in names}
+            result.update(per_part)
+            result[c] = _nanmean(list(per_part.values()))
+        else:
+            result[c] = ap[c]
+    result["mean"] = _nanmean([result[c] for c in categories])
+    return result
+
+
+def _gt_instance_counts(items: list[ShapeEval]) -> dict[str, int]:
+    """Ground-truth instances per "Category/part" and per "Category" (after dropping -1)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        _, _, _, gt_label, _ = _instances(item)
+        per_part = np.bincount(gt_label, minlength=len(item.part_names))
+        for n, k in zip(item.part_names, per_part, strict=True):
+            counts[f"{item.category}/{n}"] = counts.get(f"{item.category}/{n}", 0) + int(k)
+        counts[item.category] = counts.get(item.category, 0) + len(gt_label)
+    return counts
+
+
+# --- 2D teacher quality -------------------------------------------------------------------
+
+
+def box_regions(xyxy: np.ndarray, view: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Box rectangles with background removed: F(b) of PartDistill supplementary, Sec. B.
+
+    xyxy: (K, 4) float pixels (origin at the top-left pixel corner); view: (K,) int;
+    foreground: (V, H, W) bool (e.g. ``pixel_point >= 0``). A pixel is inside a box when
+    its centre is (edges inclusive), the rule backproject uses for lifting boxes.
+    Returns (K, H, W) bool.
+    """
+    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    _, height, width = foreground.shape
+    cx = np.arange(width) + 0.5
+    cy = np.arange(height) + 0.5
+    in_x = (cx[None, :] >= xyxy[:, 0:1]) & (cx[None, :] <= xyxy[:, 2:3])  # (K, W)
+    in_y = (cy[None, :] >= xyxy[:, 1:2]) & (cy[None, :] <= xyxy[:, 3:4])  # (K, H)
+    return in_y[:, :, None] & in_x[:, None, :] & foreground[np.asarray(view, np.intp)]
+
+
+def teacher_miou_2d(gt_labels: np.ndarray, masks: np.ndarray, view: np.ndarray,
+                    label: np.ndarray, confidence: np.ndarray, n_parts: int) -> float:
+    """Confidence-weighted 2D mIoU of a teacher (PartDistill supplementary Eq. A-D).
+
+    gt_labels: (V, H, W) int, -1 background. masks: (K, H, W) bool prediction regions s_i
+    (for box teachers use ``box_regions``); view, label: (K,) int; confidence: (K,) float.
+    Per view v and part r, with phi(r) the masks of part r in v:
+    I = sum_i C_i |s_i & G_r|, lambda = mean_i C_i |U s_i \\ G_r|, gamma = |G_r \\ U s_i|,
+    IoU = I / (I + lambda + gamma). Pairs (v, r) count when r is in v's ground truth or
+    predicted in v; a pair with zero denominator (nothing in G_r and no weighted
+    prediction) is skipped. Returns the mean over pairs in [0, 1], NaN if there are none.
+    """
+    gt_labels = np.asarray(gt_labels)
+    masks = np.asarray(masks, bool)
+    view = np.asarray(view, np.int64).ravel()
+    label = np.asarray(label, np.int64).ravel()
+    confidence = np.asarray(confidence, np.float64).ravel()
+    n_masks = masks.shape[0]
+    if masks.shape[1:] != gt_labels.shape[1:]:
+        raise ValueError(f"masks {masks.shape} and gt_labels {gt_labels.shape} differ in size")
+    if not len(view) == len(label) == len(confidence) == n_masks:
+        raise ValueError("view, label and confidence need one entry per mask")
+    if n_masks and (label.min() < 0 or label.max() >= n_parts):
+        raise ValueError(f"mask labels outside [0, {n_parts})")
+    if n_masks and (view.min() < 0 or view.max() >= gt_labels.shape[0]):
+        raise ValueError(f"mask views outside [0, {gt_labels.shape[0]})")
+    ious: list[np.ndarray] = []
+    for v in range(gt_labels.shape[0]):  # one vectorised pass per view
+        gt_v = gt_labels[v].ravel()
+        gt_size = np.bincount(gt_v[(gt_v >= 0) & (gt_v < n_parts)], minlength=n_parts)
+        sel = np.flatnonzero(view == v)
+        sel = sel[np.argsort(label[sel], kind="stable")]  # group masks by part for reduceat
+        lab, conf = label[sel], confidence[sel]
+        parts, starts = np.unique(lab, return_index=True)
+        predicted = np.zeros(n_parts, bool)
+        predicted[parts] = True
+        if sel.size:
+            m = masks[sel].reshape(len(sel), -1)
+            inter = np.count_nonzero(m & (gt_v[None, :] == lab[:, None]), axis=1)
+            union = np.logical_or.reduceat(m, starts, axis=0)  # (R, HW) U s_i per part
+            union_size = np.count_nonzero(union, axis=1)
+            union_in_gt = np.count_nonzero(union & (gt_v[None, :] == parts[:, None]), axis=1)
+            weighted = np.add.reduceat(conf * inter, starts)
+            mean_conf = np.add.reduceat(conf, starts) / np.diff(np.append(starts, len(sel)))
+            lam = mean_conf * (union_size - union_in_gt)
+            gamma = gt_size[parts] - union_in_gt
+            denom = weighted + lam + gamma
+            ious.append(weighted[denom > 0] / denom[denom > 0])
+        # Parts in the ground truth with no prediction: I = lambda = 0, so IoU = 0.
+        ious.append(np.zeros(int(((gt_size > 0) & ~predicted).sum())))
+    all_ious = np.concatenate(ious) if ious else np.zeros(0)
+    return float(all_ious.mean()) if all_ious.size else math.nan
+
+
+# --- the `partseg evaluate` stage ---------------------------------------------------------
+
+
+def has_ground_truth(workspace: Workspace, shape_id: str) -> bool:
+    """Whether the stored shape carries per-point ground-truth part labels."""
+    scope = shape_scope(shape_id)
+    if not workspace.exists(scope, "shape"):
+        return False
+    return "point_labels" in workspace.read(scope, "shape", names=["point_labels"]).arrays
+
+
+def face_areas(mesh: Mesh) -> np.ndarray:
+    """(F,) float64 triangle areas of ``mesh`` (normalised frame units squared)."""
+    tri = mesh.vertices[mesh.faces].astype(np.float64)  # (F, 3, 3)
+    return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+
+def remap_labels(labels: np.ndarray, from_names: list[str], to_names: list[str],
+                 where: str) -> np.ndarray:
+    """Relabel part indices of ``from_names`` into ``to_names`` by name (-1 stays -1).
+
+    A prediction naming a part the ground truth lacks is an error naming ``where``.
+    """
+    labels = np.asarray(labels, np.int64)
+    if not from_names or list(from_names) == list(to_names):
+        return labels
+    missing = [n for n in from_names if n not in to_names]
+    if missing:
+        raise PartsegError(f"{where}: predicted parts {missing} are not among the ground "
+                           f"truth's parts {to_names}")
+    lut = np.array([to_names.index(n) for n in from_names] + [-1], np.int64)
+    return lut[labels]  # index -1 picks the trailing -1
+
+
+def _read_pred_file(pred: Path, shape_id: str, several: bool) -> np.ndarray:
+    """(N,) int labels for ``shape_id`` from a .npy / text file or a folder of them."""
+    path = pred
+    if pred.is_dir():
+        found = [pred / f"{shape_id}{ext}" for ext in (".npy", ".txt")]
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise InputError(pred, f"no {shape_id}.npy or {shape_id}.txt in this folder")
+        path = found[0]
+    elif several:
+        raise InputError(pred, "one label file given for several shapes; pass a folder of "
+                               "<shape_id>.npy/.txt or select one shape")
+    elif not pred.is_file():
+        raise InputError(pred, "no such file or folder")
+    try:
+        labels = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64,
+                                                                           ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"not a label file ({exc})") from exc
+    return np.asarray(labels).astype(np.int64).ravel()
+
+
+def shape_eval(shape: Shape, labelling: Labelling) -> ShapeEval:
+    """The ShapeEval of a stored shape (with ground truth) and a method's labelling.
+
+    Predicted part indices are matched to the ground truth's by name when the labelling
+    lists its part names; faces are scored (area-weighted) when both the mesh and the
+    labelling have face labels, instances when both have point instances.
+    """
+    if shape.point_labels is None:
+        raise PartsegError(f"shape {shape.shape_id}: no ground-truth labels to score against")
+    names = list(shape.part_names)
+    where = f"shape {shape.shape_id} ({labelling.method or 'prediction'})"
+    item = ShapeEval(shape.shape_id, shape.category or "(uncategorised)", names,
+                     np.asarray(shape.point_labels),
+                     remap_labels(labelling.point_labels, labelling.part_names, names, where))
+    mesh = shape.mesh
+    if mesh is not None and mesh.face_labels is not None and labelling.face_labels is not None:
+        item.gt_faces = np.asarray(mesh.face_labels)
+        item.pred_faces = remap_labels(labelling.face_labels, labelling.part_names, names, where)
+        item.face_areas = face_areas(mesh)
+    if shape.point_instances is not None and labelling.point_instances is not None:
+        item.gt_instances = np.asarray(shape.point_instances)
+        item.pred_instances = np.asarray(labelling.point_instances)
+        if labelling.instance_scores is not None:
+            item.pred_instance_scores = np.asarray(labelling.instance_scores)
+    return item
+
+
+def gt_label_images(shape: Shape, views: Views) -> np.ndarray:
+    """(V, H, W) int32 ground-truth part per pixel, -1 background / unlabelled.
+
+    Mesh renders use the face labels of the rendered faces (PartDistill projects face
+    labels); point renders use the label of each pixel's point.
+    """
+    mesh = shape.mesh
+    if views.pixel_face is not None and mesh is not None and mesh.face_labels is not None:
+        index, labels = views.pixel_face, np.asarray(mesh.face_labels)
+    else:
+        index, labels = views.pixel_point, np.asarray(shape.point_labels)
+    return np.where(index >= 0, labels[np.maximum(index, 0)], -1).astype(np.int32)
+
+
+def unit_regions(workspace: Workspace, shape_id: str, units: KnowledgeUnits,
+                 views: Views) -> np.ndarray:
+    """(K, H, W) bool 2D region s_i of every knowledge unit.
+
+    Box units: the box minus background (``box_regions``) from the "detect" Boxes; mask
+    units: the "sam-refine" mask; pixel-map units: the pixels showing the unit's points
+    (the component itself is not stored; this is its lifted-and-reprojected version).
+    """
+    scope = shape_scope(shape_id)
+    index = np.asarray(units.source_index, np.intp)
+    if units.source == "boxes":
+        boxes = workspace.read_record(scope, "detect", Boxes)
+        return box_regions(boxes.xyxy[index], boxes.view[index], views.pixel_point >= 0)
+    if units.source == "masks":
+        return np.asarray(workspace.read_record(scope, "sam-refine", Masks).masks[index], bool)
+    view = np.asarray(units.view, np.intp)
+    regions = np.zeros((len(units), *views.pixel_point.shape[1:]), bool)
+    for v in np.unique(view):  # per view, so only one (H, W) index map is live at a time
+        sel = np.flatnonzero(view == v)
+        pp = views.pixel_point[v]
+        regions[sel] = units.masks[sel][:, np.maximum(pp, 0)] & (pp >= 0)
+    return regions
+
+
+def teacher_scores_2d(workspace: Workspace, shape: Shape) -> dict[str, float]:
+    """Confidence-weighted mIoU2D of the teacher on one shape: {"before": x} plus
+    {"after": y} when the "rescore" stage stored re-scored confidences."""
+    scope = shape_scope(shape.shape_id)
+    views = workspace.read_record(scope, "render", Views)
+    rescored = workspace.exists(scope, "rescore")
+    units = workspace.read_record(scope, "rescore" if rescored else "backproject",
+                                  KnowledgeUnits)
+    gt = gt_label_images(shape, views)
+    regions = unit_regions(workspace, shape.shape_id, units, views)
+    n_parts = len(shape.part_names)
+    out = {"before": teacher_miou_2d(gt, regions, units.view, units.labels, units.confidence,
+                                     n_parts)}
+    if units.rescored_confidence is not None:
+        out["after"] = teacher_miou_2d(gt, regions, units.view, units.labels,
+                                       units.rescored_confidence, n_parts)
+    return out
+
+
+def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
+        pred: Path | None = None, convention: str = "shapenetpart", teacher_2d: bool = False
+        ) -> tuple[EvalReport, dict[str, str]]:
+    """Score the stored labelling ``method`` (or label files ``pred``) of ``shape_ids``.
+
+    pred: a .npy / one-integer-per-line file (one shape) or a folder of <shape_id>.npy/.txt;
+    its labels index the shape's own part names. teacher_2d: also the teacher's 2D mIoU
+    (``teacher_scores_2d``), averaged per category and then over categories.
+    Returns the report and {shape_id: problem} for shapes that could not be scored.
+    Raises PartsegError when no shape could be scored.
+    """
+    if convention not in CONVENTIONS:
+        raise PartsegError(f"unknown evaluation convention {convention!r}; "
+                           f"choose one of {', '.join(CONVENTIONS)}")
+    items, failed = [], {}
+    scores_2d: dict[str, dict[str, list[float]]] = {}
+    for shape_id in shape_ids:
+        scope = shape_scope(shape_id)
+        try:
+            shape = workspace.read_record(scope, "shape", Shape)
+            if pred is not None:
+                labelling = Labelling(point_labels=_read_pred_file(pred, shape_id,
+                                                                   len(shape_ids) > 1))
+            else:
+                labelling = workspace.read_record(scope, method, Labelling)
+            item = shape_eval(shape, labelling)
+            _check(item)
+            if teacher_2d:
+                for when, value in teacher_scores_2d(workspace, shape).items():
+                    scores_2d.setdefault(when, {}).setdefault(item.category, []).append(value)
+            items.append(item)
+        except PartsegError as exc:  # StoreError / InputError included: skip that shape
+            failed[shape_id] = str(exc)
+    if not items:
+        problems = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
+        raise PartsegError(f"no shape could be scored ({problems})")
+    report = evaluate(items, convention)
+    if teacher_2d:
+        report.teacher_2d = {when: _category_means(per_cat) for when, per_cat in
+                             scores_2d.items()}
+    return report, failed
+
+
+def _category_means(per_category: dict[str, list[float]]) -> dict[str, float]:
+    means = {c: _nanmean(v) for c, v in per_category.items()}
+    means["mean"] = _nanmean(list(means.values()))
+    return means
