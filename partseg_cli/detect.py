@@ -1,0 +1,413 @@
+"""2D teachers: open-vocabulary part detectors (B-VLM) and part segmenters (P-VLM).
+
+Each teacher wraps a `transformers` checkpoint loaded with `from_pretrained`, takes the
+rendered views as (V, H, W, 3) uint8 in original pixels and returns records in original
+pixels (`records.Boxes`, `records.PixelMaps`); the model's own processor does the
+resizing and normalisation it was trained with.
+
+Teachers are built through two registries of small builder functions, `BOX_TEACHERS`
+and `PIXEL_TEACHERS`; `load_teacher` dispatches on the name and lists the valid names
+on a miss. They stand in for GLIP (PartSLIP, PartDistill, PartSTAD), which is not
+installable (reference-details.md, "2D teachers").
+
+Prompts: each part gets one phrase, `prompt_template.format(part=..., category=...)`.
+The default "a {part} of a {category}" names the object so that "leg of a chair" is
+not confused with a human leg; an empty category becomes "object".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from partseg_cli import records
+from partseg_cli.errors import ModelError
+from partseg_cli.pipeline import resolve_device
+
+DEFAULT_MODELS = {
+    "owlv2": "google/owlv2-base-patch16-ensemble",
+    "owlvit": "google/owlvit-base-patch32",
+    "grounding-dino": "IDEA-Research/grounding-dino-tiny",
+    "clipseg": "CIDAS/clipseg-rd64-refined",
+}
+DEFAULT_TEMPLATE = "a {part} of a {category}"
+DEFAULT_CATEGORY = "object"  # fills {category} when the shape has none
+
+
+# --- prompts --------------------------------------------------------------------------
+
+
+def format_prompts(part_names: list[str], template: str = DEFAULT_TEMPLATE,
+                   category: str = "") -> list[str]:
+    """One text query per part: `template` with {part} and {category} filled in.
+
+    Raises ValueError when the template lacks {part} (every query would be the same).
+    """
+    if "{part}" not in template:
+        raise ValueError(f"prompt template {template!r} must contain {{part}}")
+    category = category.strip() or DEFAULT_CATEGORY
+    return [template.format(part=name, category=category) for name in part_names]
+
+
+def grounding_caption(part_names: list[str], template: str = DEFAULT_TEMPLATE,
+                      category: str = "") -> tuple[str, np.ndarray]:
+    """GLIP / Grounding DINO caption "p1 . p2 . p3 ." and each part name's char span.
+
+    Returns (caption, spans) with spans (P, 2) int64 [start, end) of the part name (not the
+    whole phrase) in the lowercased caption: a part is scored on its own name's tokens
+    only, so words the phrases share (the category) do not make every part fire.
+    """
+    phrases = [p.lower() for p in format_prompts(part_names, template, category)]
+    prefix_len = len(format_prompts(["\0"], template, category)[0].split("\0")[0])
+    starts = np.cumsum([0] + [len(p) + 3 for p in phrases[:-1]])  # 3 = len(" . ")
+    name_start = starts + prefix_len
+    spans = np.stack([name_start, name_start + [len(n) for n in part_names]], axis=1)
+    return " . ".join(phrases) + " .", spans.astype(np.int64)
+
+
+def token_part_map(offsets: np.ndarray, special: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """(P, L) bool: which tokens (char offsets (L, 2), special (L,) bool) fall in each span.
+
+    A token belongs to a part when its first character lies inside the part's span.
+    """
+    start = offsets[None, :, 0]
+    inside = (start >= spans[:, :1]) & (start < spans[:, 1:]) & (offsets[None, :, 1] > start)
+    return inside & ~special[None, :]
+
+
+# --- box utilities --------------------------------------------------------------------
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of XYXY boxes a (N, 4) and b (M, 4) -> (N, M)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=2)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5,
+        groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy non-maximum suppression, optionally per group (e.g. per part and view).
+
+    boxes (N, 4) XYXY, scores (N,), groups (N,) int (boxes of different groups never
+    suppress each other). Returns kept indices (K,) int64, highest score first.
+
+    Greedy NMS keeps box i iff no *kept* higher-scoring box overlaps it more than the
+    threshold. That is solved as a fixed point over the whole IoU matrix: after k rounds
+    the first k boxes (by score) are final, and it usually settles in a few rounds.
+    """
+    order = torch.argsort(scores, descending=True, stable=True)
+    b = boxes[order].float()
+    overlap = box_iou(b, b) > iou_threshold
+    if groups is not None:
+        g = groups[order]
+        overlap &= g[:, None] == g[None, :]
+    overlap = torch.triu(overlap, diagonal=1)  # [j, i]: higher-ranked j would suppress i
+    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
+    for _ in range(len(order)):
+        new = ~(overlap & keep[:, None]).any(dim=0)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return order[keep]
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Normalised (..., 4) centre/size boxes -> XYXY pixels; scale (..., 2) = (sx, sy)."""
+    centre, size = boxes[..., :2], boxes[..., 2:]
+    return torch.cat([centre - size / 2, centre + size / 2], dim=-1) * scale.repeat(1, 2)
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def from_pretrained(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(name)` with failures turned into a one-line ModelError."""
+    if _looks_like_path(name) and not Path(name).expanduser().exists():
+        raise ModelError(f"{what} model folder {name} does not exist; pass a folder written by "
+                         "save_pretrained or a Hugging Face model id")
+    try:
+        return cls.from_pretrained(str(Path(name).expanduser()) if _looks_like_path(name)
+                                   else name, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(
+            f"cannot load {what} model {name!r} ({first}). Supply it as a Hugging Face model "
+            "id (downloaded once with network access, then read from the cache in $HF_HOME, "
+            "default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use the cache only) or as a "
+            "local folder written by save_pretrained"
+        ) from err
+
+
+def torch_device(device: str) -> torch.device:
+    """"cpu", "cuda[:i]" or "auto" -> torch.device; ModelError when CUDA is asked for but absent."""
+    device = resolve_device(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(device)
+
+
+def _check_images(images: np.ndarray) -> None:
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"images must be (V, H, W, 3) uint8, got {images.shape} {images.dtype}")
+
+
+# --- box teachers ---------------------------------------------------------------------
+
+
+class BoxTeacher(ABC):
+    """An open-vocabulary detector giving part boxes for all views of a shape.
+
+    Per query (candidate box) the model gives per-part sigmoid scores s (P,). A box's
+    `confidence` is max(s), its `part_probs` are s / sum(s) (sigmoid scores normalised
+    over the part queries: which part, given that it is a part), and its `features` the
+    detector's own embedding of the box. Boxes under `threshold` are dropped, then NMS
+    runs per view and per part (argmax of part_probs).
+    """
+
+    name = ""
+
+    def __init__(self, model: Any, processor: Any, device: torch.device, model_name: str):
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.model_name = model_name
+
+    @abstractmethod
+    def _predict(self, images: list[np.ndarray], part_names: list[str], template: str,
+                 category: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch -> (log scores (n, Q, P) = log sigmoid of the part logits, boxes
+        (n, Q, 4) XYXY original pixels, features (n, Q, D))."""
+
+    def _inputs(self, **kwargs: Any) -> dict[str, torch.Tensor]:
+        enc = self.processor(return_tensors="pt", **kwargs)
+        return {k: v.to(self.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
+
+    @torch.inference_mode()
+    def detect(self, images: np.ndarray, part_names: list[str],
+               prompt_template: str = DEFAULT_TEMPLATE, threshold: float = 0.1,
+               batch_size: int = 4, category: str = "", nms_iou: float = 0.5) -> records.Boxes:
+        """Detect part boxes in every view.
+
+        images (V, H, W, 3) uint8; part_names P names; prompt_template with {part} and
+        optionally {category}; threshold on confidence in [0, 1]; nms_iou the IoU above
+        which a lower-scoring box of the same part and view is suppressed. Returns Boxes in
+        original pixel coordinates (XYXY), ordered by view then decreasing confidence.
+        """
+        _check_images(images)
+        if not part_names:
+            raise ValueError("no part names to detect")
+        height, width = images.shape[1:3]
+        views, xyxy, scores, feats = [], [], [], []
+        for start in range(0, len(images), max(1, batch_size)):
+            batch = list(images[start:start + max(1, batch_size)])
+            log_s, boxes, features = self._predict(batch, part_names, prompt_template, category)
+            limit = boxes.new_tensor([width, height, width, height])
+            boxes = torch.minimum(boxes.clamp(min=0), limit)
+            # NMS per view keeps the IoU matrix at (Q, Q) however many views are batched
+            for i in range(len(batch)):
+                conf = log_s[i].max(dim=1).values.exp()
+                sel = torch.nonzero(conf > threshold)[:, 0]
+                keep = sel[nms(boxes[i, sel], conf[sel], nms_iou,
+                               groups=log_s[i, sel].argmax(dim=1))]
+                views.append(torch.full_like(keep, start + i))
+                xyxy.append(boxes[i, keep])
+                scores.append(log_s[i, keep])
+                feats.append(features[i, keep])
+        view, box, score, feat = (torch.cat(x) for x in (views, xyxy, scores, feats))
+        conf = score.max(dim=1).values.exp()
+        # s / sum(s) as a softmax of log s: exact even when every sigmoid underflows
+        probs = score.softmax(dim=1)
+        return records.Boxes(
+            view=view.cpu().numpy().astype(np.int32),
+            xyxy=box.float().cpu().numpy(),
+            part_probs=probs.float().cpu().numpy(),
+            confidence=conf.float().cpu().numpy(),
+            features=feat.float().cpu().numpy(),
+            part_names=list(part_names),
+            teacher=f"{self.name}:{self.model_name}",
+        )
+
+
+class OwlTeacher(BoxTeacher):
+    """OWL-ViT / OWLv2: one text query per part; features are the per-box class embeddings
+    (the image-side embeddings the text queries are matched against)."""
+
+    def __init__(self, *args: Any, pads_to_square: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # OWLv2 pads each image to a square at the bottom/right before resizing, so its
+        # normalised boxes are relative to the padded side; OWL-ViT stretches instead.
+        self.pads_to_square = pads_to_square
+
+    def _predict(self, images, part_names, template, category):
+        prompts = format_prompts(part_names, template, category)
+        # OWL text encoders take 16 tokens; truncation keeps an over-long prompt usable
+        enc = self._inputs(text=[prompts] * len(images), images=images, truncation=True)
+        out = self.model(**enc)
+        height, width = images[0].shape[:2]
+        size = (max(width, height),) * 2 if self.pads_to_square else (width, height)
+        scale = torch.tensor([size], dtype=out.pred_boxes.dtype, device=out.pred_boxes.device)
+        boxes = cxcywh_to_xyxy(out.pred_boxes, scale)
+        return nn.functional.logsigmoid(out.logits), boxes, out.class_embeds
+
+
+class GroundingDinoTeacher(BoxTeacher):
+    """Grounding DINO: one caption "p1 . p2 . p3 ." (GLIP style); a part's score is the max
+    token score over its name's tokens; features are the decoder's last hidden state per
+    query (d_model = 256 for the released models, like GLIP's 256-d box features)."""
+
+    def _predict(self, images, part_names, template, category):
+        caption, spans = grounding_caption(part_names, template, category)
+        tok = self.processor.tokenizer(caption, return_offsets_mapping=True,
+                                       return_special_tokens_mask=True)
+        part_tokens = token_part_map(np.asarray(tok["offset_mapping"]),
+                                     np.asarray(tok["special_tokens_mask"], bool), spans)
+        max_len = self.model.config.max_text_len
+        missing = [n for n, row in zip(part_names, part_tokens[:, :max_len], strict=True)
+                   if not row.any()]
+        if missing:
+            raise ValueError(f"the caption is longer than the model's {max_len} text tokens; "
+                             f"parts {missing} fall outside it: use a shorter prompt template")
+        enc = self._inputs(text=[caption] * len(images), images=images, truncation=True,
+                           max_length=max_len)
+        out = self.model(**enc)
+        n_tok = min(part_tokens.shape[1], out.logits.shape[-1])
+        token_scores = nn.functional.logsigmoid(out.logits[..., :n_tok])  # (n, Q, L)
+        mask = torch.as_tensor(part_tokens[:, :n_tok], device=token_scores.device)
+        scores = token_scores[:, :, None, :].masked_fill(~mask, -torch.inf).amax(dim=-1)
+        height, width = images[0].shape[:2]
+        scale = torch.tensor([[width, height]], dtype=out.pred_boxes.dtype,
+                             device=out.pred_boxes.device)
+        return scores, cxcywh_to_xyxy(out.pred_boxes, scale), out.last_hidden_state
+
+
+# --- pixel teachers -------------------------------------------------------------------
+
+
+class PixelTeacher:
+    """CLIPSeg: a per-part sigmoid map per view, upsampled to the image size."""
+
+    name = "clipseg"
+
+    def __init__(self, model: Any, processor: Any, device: torch.device, model_name: str):
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.model_name = model_name
+
+    @torch.inference_mode()
+    def segment(self, images: np.ndarray, part_names: list[str],
+                prompt_template: str = DEFAULT_TEMPLATE, batch_size: int = 4,
+                category: str = "") -> records.PixelMaps:
+        """images (V, H, W, 3) uint8 -> PixelMaps.probs (V, H, W, P) float16 in [0, 1].
+
+        The vision encoder runs once per view; only CLIPSeg's light decoder runs per
+        (view, part) pair, conditioned on the part's text embedding.
+        """
+        _check_images(images)
+        if not part_names:
+            raise ValueError("no part names to segment")
+        prompts = format_prompts(part_names, prompt_template, category)
+        text = self.processor.tokenizer(prompts, padding=True, truncation=True,
+                                       return_tensors="pt")
+        cond = self.model.get_conditional_embeddings(
+            batch_size=len(prompts), input_ids=text["input_ids"].to(self.device),
+            attention_mask=text["attention_mask"].to(self.device))  # (P, D)
+        n_parts = len(prompts)
+        height, width = images.shape[1:3]
+        out = np.empty((len(images), height, width, n_parts), np.float16)
+        for start in range(0, len(images), max(1, batch_size)):
+            batch = list(images[start:start + max(1, batch_size)])
+            pixels = self.processor.image_processor(batch, return_tensors="pt")["pixel_values"]
+            logits = self._decode(pixels.to(self.device), cond)  # (n, P, h, w)
+            probs = torch.nn.functional.interpolate(logits, size=(height, width),
+                                                    mode="bilinear", align_corners=False)
+            out[start:start + len(batch)] = (probs.sigmoid().permute(0, 2, 3, 1)
+                                             .half().cpu().numpy())
+        return records.PixelMaps(probs=out, part_names=list(part_names),
+                                 teacher=f"{self.name}:{self.model_name}")
+
+    def _decode(self, pixels: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """pixels (n, 3, s, s), cond (P, D) -> logits (n, P, s, s); same as the model's
+        forward on every (image, prompt) pair, without repeating the vision encoder."""
+        vision = self.model.clip.get_image_features(pixel_values=pixels,
+                                                    output_hidden_states=True)
+        n, n_parts = len(pixels), len(cond)
+        # hidden_states[0] is the patch embedding, hence +1 (as in the model's forward)
+        activations = [vision.hidden_states[i + 1].repeat_interleave(n_parts, dim=0)
+                       for i in self.model.extract_layers]
+        logits = self.model.decoder(activations, cond.repeat(n, 1)).logits
+        return logits.reshape(n, n_parts, *logits.shape[-2:])
+
+
+# --- registries -----------------------------------------------------------------------
+
+
+def _build_owl(v2: bool) -> Callable[[str, torch.device], BoxTeacher]:
+    def build(model: str, device: torch.device) -> BoxTeacher:
+        import transformers
+
+        name = "owlv2" if v2 else "owlvit"
+        cls = transformers.Owlv2ForObjectDetection if v2 else transformers.OwlViTForObjectDetection
+        teacher = OwlTeacher(from_pretrained(cls, model, name),
+                             from_pretrained(transformers.AutoProcessor, model, name),
+                             device, model, pads_to_square=v2)
+        teacher.name = name
+        return teacher
+
+    return build
+
+
+def _build_grounding_dino(model: str, device: torch.device) -> BoxTeacher:
+    import transformers
+
+    teacher = GroundingDinoTeacher(
+        from_pretrained(transformers.GroundingDinoForObjectDetection, model, "grounding-dino"),
+        from_pretrained(transformers.AutoProcessor, model, "grounding-dino"), device, model)
+    teacher.name = "grounding-dino"
+    return teacher
+
+
+def _build_clipseg(model: str, device: torch.device) -> PixelTeacher:
+    import transformers
+
+    return PixelTeacher(
+        from_pretrained(transformers.CLIPSegForImageSegmentation, model, "clipseg"),
+        from_pretrained(transformers.AutoProcessor, model, "clipseg"), device, model)
+
+
+BOX_TEACHERS: dict[str, Callable[[str, torch.device], BoxTeacher]] = {
+    "owlv2": _build_owl(v2=True),
+    "owlvit": _build_owl(v2=False),
+    "grounding-dino": _build_grounding_dino,
+}
+PIXEL_TEACHERS: dict[str, Callable[[str, torch.device], PixelTeacher]] = {
+    "clipseg": _build_clipseg,
+}
+
+
+def load_teacher(name: str, model: str | None = None,
+                 device: str = "cpu") -> BoxTeacher | PixelTeacher:
+    """Build the teacher `name` from `model` (a Hugging Face id or a save_pretrained folder;
+    default DEFAULT_MODELS[name]) on `device` ("cpu", "cuda", "cuda:1" or "auto").
+
+    Raises ModelError for an unknown name (listing the valid ones) or an unloadable model.
+    """
+    builders = {**BOX_TEACHERS, **PIXEL_TEACHERS}
+    if name not in builders:
+        raise ModelError(f"unknown teacher {name!r}; valid teachers: "
+                         f"{', '.join(sorted(builders))}")
+    return builders[name](model or DEFAULT_MODELS[name], torch_device(device))

@@ -1,0 +1,157 @@
+"""Box -> mask refinement with Segment Anything (SAM).
+
+Two loaders give the same `Refiner` interface (numpy images and `records.Boxes` in
+original pixels in, `records.Masks` at image size out):
+
+- `model`: a `transformers` SAM (`SamModel` / `SamProcessor.from_pretrained`, a Hugging
+  Face id or a save_pretrained folder; default "facebook/sam-vit-base");
+- `checkpoint`: an official `segment_anything` .pth file (`sam_model_registry`), which
+  needs the optional extra `pip install 'partseg[sam]'` and torchvision.
+
+For every view the image embedding is computed once and all of that view's boxes go
+through the mask decoder in one batch; of SAM's three candidate masks per box the one
+with the highest predicted IoU is kept, and that prediction is the mask's score.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from partseg_cli import records
+from partseg_cli.detect import from_pretrained, torch_device
+from partseg_cli.errors import ModelError
+
+DEFAULT_SAM_MODEL = "facebook/sam-vit-base"
+SAM_INSTALL = "pip install 'partseg[sam]' torchvision"
+POSTPROCESS_CHUNK = 16  # boxes upsampled to full resolution at a time (bounds memory)
+
+
+class Refiner(ABC):
+    """Turns each part box into a mask of the object region inside it."""
+
+    name = ""
+
+    @abstractmethod
+    def _refine_view(self, image: np.ndarray, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """image (H, W, 3) uint8, xyxy (b, 4) float32 pixels -> masks (b, H, W) bool and
+        scores (b,) float32 (predicted IoU of the chosen mask)."""
+
+    @torch.inference_mode()
+    def refine(self, images: np.ndarray, boxes: records.Boxes) -> records.Masks:
+        """images (V, H, W, 3) uint8 and Boxes over those views -> Masks aligned with the
+        boxes: masks (B, H, W) bool, scores (B,) float32."""
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"images must be (V, H, W, 3) uint8, got {images.shape} "
+                             f"{images.dtype}")
+        if len(boxes) and (boxes.view.min() < 0 or boxes.view.max() >= len(images)):
+            raise ValueError(f"boxes refer to views outside 0..{len(images) - 1}")
+        height, width = images.shape[1:3]
+        masks = np.zeros((len(boxes), height, width), bool)
+        scores = np.zeros(len(boxes), np.float32)
+        for view in np.unique(boxes.view):
+            idx = np.flatnonzero(boxes.view == view)
+            masks[idx], scores[idx] = self._refine_view(images[view],
+                                                        boxes.xyxy[idx].astype(np.float32))
+        return records.Masks(masks=masks, scores=scores, refiner=self.name)
+
+
+class TransformersSamRefiner(Refiner):
+    """SAM through `transformers` (SamModel + SamProcessor)."""
+
+    def __init__(self, model: Any, processor: Any, device: torch.device, model_name: str):
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.name = f"sam:{model_name}"
+
+    def _refine_view(self, image, xyxy):
+        enc = self.processor(images=image, input_boxes=[xyxy.tolist()], return_tensors="pt")
+        embeddings = self.model.get_image_embeddings(enc["pixel_values"].to(self.device))
+        out = self.model(image_embeddings=embeddings,
+                         input_boxes=enc["input_boxes"].to(self.device, torch.float32),
+                         multimask_output=True)
+        iou = out.iou_scores[0]  # (b, 3)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        low_res = out.pred_masks[0][rows, best]  # (b, h, w) logits
+        masks = [
+            self.processor.post_process_masks(
+                [low_res[i:i + POSTPROCESS_CHUNK, None].cpu()], enc["original_sizes"],
+                enc["reshaped_input_sizes"])[0][:, 0]
+            for i in range(0, len(best), POSTPROCESS_CHUNK)
+        ]
+        return torch.cat(masks).numpy().astype(bool), iou[rows, best].float().cpu().numpy()
+
+
+class SegmentAnythingRefiner(Refiner):
+    """SAM through the official `segment_anything` package (SamPredictor)."""
+
+    def __init__(self, sam: Any, device: torch.device, model_type: str):
+        from segment_anything import SamPredictor
+
+        self.predictor = SamPredictor(sam.to(device).eval())
+        self.name = f"segment_anything:{model_type}"
+
+    def _refine_view(self, image, xyxy):
+        self.predictor.set_image(image)  # RGB HWC uint8, embedding computed once here
+        box = self.predictor.transform.apply_boxes_torch(
+            torch.as_tensor(xyxy, device=self.predictor.device), image.shape[:2])
+        masks, iou, _ = self.predictor.predict_torch(point_coords=None, point_labels=None,
+                                                     boxes=box, multimask_output=True)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(len(best), device=best.device)
+        return masks[rows, best].cpu().numpy(), iou[rows, best].float().cpu().numpy()
+
+
+def _load_segment_anything(checkpoint: str, model_type: str, device: torch.device) -> Refiner:
+    try:
+        from segment_anything import sam_model_registry
+    except ImportError as err:
+        raise ModelError(f"a SAM checkpoint file needs the segment_anything package ({err}); "
+                         f"install it with `{SAM_INSTALL}`, or use a transformers SAM model "
+                         "instead") from err
+    if model_type not in sam_model_registry:
+        raise ModelError(f"unknown SAM model type {model_type!r}; valid types: "
+                         f"{', '.join(sorted(sam_model_registry))}")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ModelError(f"SAM checkpoint {checkpoint} does not exist; download one of the "
+                         "official sam_vit_*.pth files from the segment-anything repository")
+    sam = sam_model_registry[model_type]()  # built empty; loaded below onto the CPU first
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise ModelError(f"{checkpoint}: not a readable SAM checkpoint ({err})") from err
+    missing, unexpected = sam.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"{checkpoint} does not match SAM model type {model_type!r} ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected weights, e.g. {(missing or unexpected)[0]}); pass "
+            "the model type it was trained as (vit_h, vit_l or vit_b)")
+    return SegmentAnythingRefiner(sam, device, model_type)
+
+
+def load_refiner(model: str | None = None, checkpoint: str | None = None,
+                 model_type: str = "vit_h", device: str = "cpu") -> Refiner:
+    """A SAM refiner from a transformers `model` (id or folder; the default when neither is
+    given is DEFAULT_SAM_MODEL) or an official `checkpoint` file of `model_type`.
+
+    Raises ModelError when the model cannot be found or loaded, or when both are given.
+    """
+    if model and checkpoint:
+        raise ModelError("give either a transformers SAM model or a segment_anything "
+                         "checkpoint, not both")
+    dev = torch_device(device)
+    if checkpoint:
+        return _load_segment_anything(checkpoint, model_type, dev)
+    import transformers
+
+    name = model or DEFAULT_SAM_MODEL
+    return TransformersSamRefiner(from_pretrained(transformers.SamModel, name, "SAM"),
+                                  from_pretrained(transformers.SamProcessor, name, "SAM"),
+                                  dev, name)
