@@ -24,7 +24,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .errors import PartsegError, StoreError
-from .pipeline import StageReport, run_per_shape
+from .pipeline import StageReport, is_fresh, run_per_shape
 from .records import Boxes, KnowledgeUnits, Masks, PixelMaps
 from .store import Workspace, shape_scope
 
@@ -287,8 +287,8 @@ def _resolve_source(workspace: Workspace, scope: str, source: str) -> str:
                            f"{', '.join(SOURCES)}")
     if source != "auto":
         return source
-    if workspace.exists(scope, "sam-refine"):
-        return "masks"
+    if is_fresh(workspace, scope, "sam-refine", ["shape", "render", "detect"]):
+        return "masks"  # masks refined from the boxes stored now, not from older ones
     if not workspace.exists(scope, "detect"):
         return "boxes"  # the stage key then reports the missing `detect` output
     probe = workspace.read(scope, "detect", names=["view"])

@@ -125,14 +125,13 @@ def render(
 ) -> None:
     """Load shapes into the workspace and render each from several views."""
     from . import render as render_stage
-    from .pipeline import resolve_device
     from .shapes import discover
     from .store import Workspace
 
     config = render_stage.RenderConfig(
         n_views=views, resolution=resolution, elevations=_floats(elevations, "--elevations"),
         azimuths=_floats(azimuths, "--azimuths"), n_points=points, point_radius=radius,
-        seed=seed, device=resolve_device(device), png_dir=png)
+        seed=seed, device=device, png_dir=png)
     for count, option in ((config.elevations, "--elevations"), (config.azimuths, "--azimuths")):
         if count is not None and len(count) != views:
             raise PartsegError(f"{option}: {len(count)} values given for {views} views")
@@ -187,9 +186,10 @@ def _open(work: Path, shape_ids: list[str] | None) -> tuple[object, list[str]]:
 
 
 Teacher = Annotated[str, typer.Option(
-    help="2D teacher: owlv2, owlvit, grounding-dino (boxes), clipseg (pixel maps), or "
-         "simulated: a measuring instrument that turns ground-truth labels into VLM-like "
-         "noisy boxes; it needs labelled shapes and is not a segmentation method.")]
+    help="2D teacher: owlv2, owlvit, grounding-dino (boxes), clipseg (pixel maps); or "
+         "simulated / simulated-pixels: a measuring instrument that turns ground-truth "
+         "labels into VLM-like noisy boxes / pixel maps; it needs labelled shapes and is "
+         "not a segmentation method.")]
 Parts = Annotated[str | None, typer.Option(
     help="Comma-separated part names to ask for (default: the dataset's part names, "
          "else the built-in ShapeNetPart/PartNetE table for the category).")]
@@ -220,7 +220,7 @@ def detect(
 
     workspace, ids = _open(work, shape_id)
     config = stage.DetectConfig(teacher=teacher, model=model, parts=_parts(parts),
-                                prompt=prompt or stage.DEFAULT_PROMPT, threshold=threshold,
+                                prompt=prompt or stage.DEFAULT_TEMPLATE, threshold=threshold,
                                 preset=preset, seed=seed, batch_size=batch_size,
                                 device=resolve_device(device))
     finish([stage.run(workspace, ids, config, force)])

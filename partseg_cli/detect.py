@@ -17,8 +17,10 @@ not confused with a human leg; an empty category becomes "object".
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ import torch
 from torch import nn
 
 from partseg_cli import records
-from partseg_cli.errors import ModelError
-from partseg_cli.pipeline import resolve_device
+from partseg_cli.errors import ModelError, PartsegError
+from partseg_cli.pipeline import StageReport, resolve_device, run_per_shape
+from partseg_cli.records import Boxes, PixelMaps, Shape
+from partseg_cli.store import Workspace, shape_scope
 
 DEFAULT_MODELS = {
     "owlv2": "google/owlv2-base-patch16-ensemble",
@@ -397,6 +401,8 @@ BOX_TEACHERS: dict[str, Callable[[str, torch.device], BoxTeacher]] = {
 PIXEL_TEACHERS: dict[str, Callable[[str, torch.device], PixelTeacher]] = {
     "clipseg": _build_clipseg,
 }
+# Measuring instruments that read the ground truth (see simulated.py), not teachers.
+SIMULATED_TEACHERS = ("simulated", "simulated-pixels")
 
 
 def load_teacher(name: str, model: str | None = None,
@@ -411,3 +417,100 @@ def load_teacher(name: str, model: str | None = None,
         raise ModelError(f"unknown teacher {name!r}; valid teachers: "
                          f"{', '.join(sorted(builders))}")
     return builders[name](model or DEFAULT_MODELS[name], torch_device(device))
+
+
+# --- the `detect` stage -------------------------------------------------------------
+
+
+@dataclass
+class DetectConfig:
+    """Options of `partseg detect` (see its --help)."""
+
+    teacher: str = "owlv2"  # a key of BOX_TEACHERS / PIXEL_TEACHERS / SIMULATED_TEACHERS
+    model: str | None = None
+    parts: list[str] | None = None
+    prompt: str = DEFAULT_TEMPLATE
+    threshold: float = 0.1
+    preset: str = "glip-like"
+    seed: int = 0
+    batch_size: int = 4
+    device: str = "cpu"
+
+    def key_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"teacher": self.teacher, "parts": self.parts}
+        if self.teacher in SIMULATED_TEACHERS:
+            params.update(preset=self.preset, seed=self.seed)
+        else:
+            params.update(model=self.model or DEFAULT_MODELS[self.teacher],
+                          prompt=self.prompt, threshold=self.threshold)
+        return params
+
+
+def prompt_parts(shape: Shape, parts: list[str] | None) -> list[str]:
+    """The part names a teacher is asked for: --parts, the dataset's, or the built-in table."""
+    from .shapes import builtin_part_names
+
+    names = parts or shape.part_names or builtin_part_names(shape.category)
+    if not names:
+        raise PartsegError(f"{shape.shape_id}: no part names known for category "
+                           f"{shape.category or '(none)'}; give them with --parts \"a,b,c\"")
+    return list(names)
+
+
+def simulated_ground_truth(workspace: Workspace, shape: Shape,
+                           part_names: list[str]) -> np.ndarray:
+    """(V,H,W) ground-truth label images indexed into ``part_names`` (other parts -> -1).
+
+    Only the simulated teacher and refiner read these: they measure, they do not predict.
+    """
+    from .simulated import ground_truth_images
+
+    if shape.point_labels is None:
+        ground_truth_images(np.zeros((0, 0, 0), np.int32), None, shape.shape_id)  # raises
+    index = {name: i for i, name in enumerate(part_names)}
+    lookup = np.array([index.get(name, -1) for name in shape.part_names] + [-1], np.int32)
+    labels = lookup[shape.point_labels]  # -1 labels pick the trailing -1
+    pixel_point = workspace.read(shape_scope(shape.shape_id), "render",
+                                 ["pixel_point"]).arrays["pixel_point"]
+    return ground_truth_images(pixel_point, labels, shape.shape_id)
+
+
+def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
+        force: bool = False) -> StageReport:
+    """Ask the teacher about every rendered view of every shape."""
+    if config.teacher not in SIMULATED_TEACHERS and config.teacher not in DEFAULT_MODELS:
+        valid = ", ".join([*SIMULATED_TEACHERS, *DEFAULT_MODELS])
+        raise PartsegError(f"unknown teacher {config.teacher!r}; choose one of {valid}")
+    teacher = None
+
+    def compute(shape_id: str) -> Boxes | PixelMaps:
+        nonlocal teacher
+        scope = shape_scope(shape_id)
+        shape = workspace.read_record(scope, "shape", Shape)
+        part_names = prompt_parts(shape, config.parts)
+        if config.teacher in SIMULATED_TEACHERS:
+            from .simulated import simulate_boxes, simulate_pixel_maps
+
+            gt = simulated_ground_truth(workspace, shape, part_names)
+            simulate = simulate_boxes if config.teacher == "simulated" else simulate_pixel_maps
+            return simulate(gt, len(part_names), part_names, config.preset,
+                            seed=config.seed + _stable_int(shape_id))
+        if teacher is None:  # loaded once, on the first shape that needs it
+            teacher = load_teacher(config.teacher, config.model, config.device)
+        images = workspace.read(scope, "render", ["rgb"]).arrays["rgb"]
+        if config.teacher in PIXEL_TEACHERS:
+            return teacher.segment(images, part_names, config.prompt, config.batch_size,
+                                   shape.category)
+        return teacher.detect(images, part_names, config.prompt, config.threshold,
+                              config.batch_size, shape.category)
+
+    params = config.key_params()
+    pixel_kind = config.teacher in PIXEL_TEACHERS or config.teacher == "simulated-pixels"
+    params["kind"] = "pixels" if pixel_kind else "boxes"
+    return run_per_shape(workspace, "detect", shape_ids, params, ["shape", "render"],
+                         compute, force)
+
+
+def _stable_int(text: str) -> int:
+    """A per-shape seed offset that does not depend on Python's hash randomisation."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")

@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.spatial import cKDTree
 
 from .errors import InputError, PartsegError
-from .pipeline import STAGE_VERSIONS, StageReport, progress, run_per_shape
+from .pipeline import STAGE_VERSIONS, StageReport, progress, resolve_device, run_per_shape
 from .records import UNLABELLED, Cameras, Mesh, Shape, Views
 from .shapes import ShapeSource, load_shape, source_digest
 from .store import Workspace, content_key, shape_scope
@@ -216,6 +214,8 @@ def _face_cell_table(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarra
     centres = (1 - u - v) * tri[:, 0] + u * tri[:, 1] + v * tri[:, 2]
 
     k = min(CELL_CANDIDATES, n_pts)
+    from scipy.spatial import cKDTree
+
     _, cand = cKDTree(points).query(centres, k=k, workers=-1)
     cand = cand.reshape(len(centres), k)
     offset = points[cand] - centres[:, None, :]  # (C, k, 3)
@@ -405,6 +405,8 @@ def render_points(points: np.ndarray, colors: np.ndarray, cameras: Cameras,
     n_pts = len(points)
     if n_pts >= 2**31:
         raise ValueError("too many points for 32-bit point indices")
+    import torch  # imported here: a cached `partseg render` should not pay for it
+
     dev = torch.device(device)
     pts = torch.as_tensor(np.asarray(points, np.float32), device=dev)
     rot = torch.as_tensor(cameras.extrinsics[:, :3, :3], device=dev)
@@ -550,7 +552,7 @@ class RenderConfig:
     n_points: int = 10000
     point_radius: float = 0.005
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # resolved only when a point cloud is splatted
     png_dir: Path | None = None
 
     def camera_params(self) -> dict[str, Any]:
@@ -590,7 +592,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: RenderConfig,
         if shape.mesh is not None:
             return render_mesh(shape.mesh, shape.points, shape.point_faces, cameras)
         return render_points(shape.points, shape.colors, cameras, config.point_radius,
-                             config.device)
+                             resolve_device(config.device))
 
     report = run_per_shape(workspace, "render", shape_ids, config.camera_params(), ["shape"],
                            compute, force)

@@ -16,6 +16,7 @@ with the highest predicted IoU is kept, and that prediction is the mask's score.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ import torch
 
 from partseg_cli import records
 from partseg_cli.detect import from_pretrained, torch_device
-from partseg_cli.errors import ModelError
+from partseg_cli.errors import ModelError, PartsegError
+from partseg_cli.pipeline import StageReport, run_per_shape
+from partseg_cli.records import Boxes, Masks, Shape
+from partseg_cli.store import Workspace, shape_scope
 
 DEFAULT_SAM_MODEL = "facebook/sam-vit-base"
 SAM_INSTALL = "pip install 'partseg[sam]' torchvision"
@@ -155,3 +159,55 @@ def load_refiner(model: str | None = None, checkpoint: str | None = None,
     return TransformersSamRefiner(from_pretrained(transformers.SamModel, name, "SAM"),
                                   from_pretrained(transformers.SamProcessor, name, "SAM"),
                                   dev, name)
+
+
+# --- the `sam-refine` stage ---------------------------------------------------------
+
+
+@dataclass
+class RefineConfig:
+    """Options of `partseg sam-refine` (see its --help)."""
+
+    model: str | None = None  # transformers SAM id/path, or "simulated"
+    checkpoint: str | None = None  # official segment-anything checkpoint file
+    model_type: str = "vit_h"
+    seed: int = 0
+    device: str = "cpu"
+
+    def key_params(self) -> dict[str, Any]:
+        if self.checkpoint:
+            return {"checkpoint": self.checkpoint, "model_type": self.model_type}
+        if self.model == "simulated":
+            return {"model": "simulated", "seed": self.seed}
+        return {"model": self.model or DEFAULT_SAM_MODEL}
+
+
+def run(workspace: Workspace, shape_ids: list[str], config: RefineConfig,
+        force: bool = False) -> StageReport:
+    """Turn every stored box into a SAM mask, stored beside the boxes."""
+    refiner = None
+
+    def compute(shape_id: str) -> Masks:
+        nonlocal refiner
+        from .backproject import teacher_output
+
+        scope = shape_scope(shape_id)
+        boxes = teacher_output(workspace, scope)
+        if not isinstance(boxes, Boxes):
+            raise PartsegError(f"{shape_id}: detections are pixel maps; sam-refine needs a "
+                               "box teacher (owlv2, owlvit, grounding-dino, simulated)")
+        if config.model == "simulated":
+            from .detect import simulated_ground_truth
+            from .simulated import simulate_masks
+
+            shape = workspace.read_record(scope, "shape", Shape)
+            gt = simulated_ground_truth(workspace, shape, boxes.part_names)
+            return simulate_masks(gt, boxes, seed=config.seed)
+        if refiner is None:
+            refiner = load_refiner(config.model, config.checkpoint, config.model_type,
+                                   config.device)
+        images = workspace.read(scope, "render", ["rgb"]).arrays["rgb"]
+        return refiner.refine(images, boxes)
+
+    return run_per_shape(workspace, "sam-refine", shape_ids, config.key_params(),
+                         ["shape", "render", "detect"], compute, force)
