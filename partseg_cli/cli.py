@@ -469,3 +469,5 @@ def run_all(
     typer.echo(f"results in {work}; view them with `partseg export {work} --out OUT "
                f"--method {method}`", err=True)
     finish(reports)
+if __name__ == "__main__":
+    main()

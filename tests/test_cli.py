@@ -1,0 +1,224 @@
+"""The `partseg` command as a user runs it: end to end, caching, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from partseg_cli import cli
+from partseg_cli.records import Boxes, Labelling, Masks
+from partseg_cli.store import Workspace, shape_scope
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs"
+SMALL = ["--views", "4", "--resolution", "160", "--points", "2000"]
+
+
+def partseg(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+            *args: str) -> tuple[int, str, str]:
+    """Run the console entry point in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["partseg", *map(str, args)])
+    monkeypatch.setenv("PARTSEG_NO_PROGRESS", "1")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def chairs(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    shutil.copytree(EXAMPLES, folder)
+    return folder
+
+
+def test_help_documents_every_command(capsys, monkeypatch) -> None:
+    code, out, _ = partseg(capsys, monkeypatch, "--help")
+    assert code == 0
+    for command in ("render", "detect", "sam-refine", "superpoints", "backproject", "vote",
+                    "evaluate", "run", "export", "inspect"):
+        assert command in out
+    code, out, _ = partseg(capsys, monkeypatch, "render", "--help")
+    assert code == 0 and "--resolution" in out and "--png" in out
+
+
+def test_run_end_to_end_then_cached(capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    code, out, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
+                             "--teacher", "simulated", *SMALL)
+    assert code == 0, err
+    assert "Chair" in out and "mIoU" in out
+    assert "vote: 4 computed" in err
+    workspace = Workspace.open(work)
+    assert len(workspace.shape_ids()) == 4
+    labelling = workspace.read_record(shape_scope("Chair_chair0"), "vote", Labelling)
+    assert labelling.point_labels.shape == (2000,)
+    assert labelling.face_labels is not None
+    assert set(np.unique(labelling.point_labels)) <= {-1, 0, 1, 2, 3}
+
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
+                           "--teacher", "simulated", *SMALL)
+    assert code == 0 and "vote: 0 computed, 4 cached" in err and "render: 0 computed" in err
+
+    # A changed voting threshold redoes only the vote.
+    code, _, err = partseg(capsys, monkeypatch, "vote", work, "--threshold", "0.6")
+    assert code == 0 and "vote: 4 computed" in err
+
+    json_path = tmp_path / "m.json"
+    code, out, err = partseg(capsys, monkeypatch, "evaluate", work, "--json", json_path,
+                             "--csv", tmp_path / "m.csv", "--teacher-2d")
+    assert code == 0, err
+    assert json_path.is_file() and (tmp_path / "m.csv").read_text().startswith("category")
+
+    code, _, err = partseg(capsys, monkeypatch, "export", work, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert (tmp_path / "out" / "Chair_chair1" / "mesh.glb").is_file()
+
+    code, out, _ = partseg(capsys, monkeypatch, "inspect", work)
+    assert code == 0 and "Chair_chair2" in out and "vote" in out
+
+
+def test_sam_refine_and_pixel_teacher_paths(capsys, monkeypatch, chairs: Path,
+                                            tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs / "Chair" / "chair0.off",
+                           "--work", work, "--teacher", "simulated", "--sam", "simulated",
+                           "--parts", "back,seat,leg,arm", *SMALL)
+    assert code == 0, err
+    workspace = Workspace.open(work)
+    scope = shape_scope(workspace.shape_ids()[0])
+    boxes = workspace.read_record(scope, "detect", Boxes)
+    masks = workspace.read_record(scope, "sam-refine", Masks)
+    assert masks.masks.shape[0] == len(boxes)
+    assert workspace.info(scope, "backproject")["params"]["source"] == "masks"
+
+    code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher",
+                           "simulated-pixels")
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "backproject", work)
+    assert code == 0, err
+    assert workspace.info(scope, "backproject")["params"]["source"] == "pixels"
+    code, _, err = partseg(capsys, monkeypatch, "vote", work)
+    assert code == 0, err
+
+
+def test_real_teacher_path_with_tiny_model(capsys, monkeypatch, chairs: Path, tmp_path: Path,
+                                           tiny_models) -> None:
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "render", chairs / "Chair" / "chair1.off",
+                           "--work", work, "--views", "2", "--resolution", "64",
+                           "--points", "500")
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "owlv2",
+                           "--model", tiny_models["owlv2"], "--parts", "back,seat",
+                           "--threshold", "0.0", "--device", "cpu")
+    assert code == 0, err
+    workspace = Workspace.open(work)
+    boxes = workspace.read_record(shape_scope(workspace.shape_ids()[0]), "detect", Boxes)
+    assert boxes.part_names == ["back", "seat"] and boxes.features.ndim == 2
+
+    code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "owlv2",
+                           "--model", tmp_path / "no-such-model")
+    assert code == 1 and "no-such-model" in err and "Traceback" not in err
+    code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "glip")
+    assert_one_line_error(code, err, "unknown teacher", "owlv2")
+
+
+def test_simulated_teacher_refuses_unlabelled_shapes(capsys, monkeypatch,
+                                                     tmp_path: Path) -> None:
+    mesh = SHARED / "meshes" / "teapot.stl"
+    if not mesh.is_file():
+        pytest.skip("shared data not present")
+    work = tmp_path / "ws"
+    assert partseg(capsys, monkeypatch, "render", mesh, "--work", work, *SMALL)[0] == 0
+    code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "simulated",
+                           "--parts", "lid,spout")
+    assert code == 1 and "ground-truth" in err and "Traceback" not in err
+
+
+def test_bad_inputs_give_one_line_and_exit_2(capsys, monkeypatch, tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "render", tmp_path / "missing.obj",
+                           "--work", work)
+    assert_one_line_error(code, err, "missing.obj")
+    (tmp_path / "shape.xyz3").write_text("1 2 3\n")
+    code, _, err = partseg(capsys, monkeypatch, "render", tmp_path / "shape.xyz3",
+                           "--work", work)
+    assert_one_line_error(code, err, "shape.xyz3")
+    nan = tmp_path / "nan.xyz"
+    nan.write_text("0 0 0\nnan 1 1\n1 0 0\n")
+    code, _, err = partseg(capsys, monkeypatch, "render", nan, "--work", work)
+    assert code != 0 and "nan.xyz" in err and "Traceback" not in err
+    code, _, err = partseg(capsys, monkeypatch, "detect", tmp_path / "nowhere")
+    assert_one_line_error(code, err, "nowhere")
+    code, _, err = partseg(capsys, monkeypatch, "render", nan, "--work", work, "--views", "3",
+                           "--elevations", "10,20")
+    assert_one_line_error(code, err, "--elevations")
+
+
+def test_folder_with_bad_shapes_renders_the_good_ones(capsys, monkeypatch, chairs: Path,
+                                                      tmp_path: Path) -> None:
+    folder = chairs / "Chair"
+    (folder / "broken.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n")  # truncated
+    (folder / "broken_labels.txt").write_text("seat\n1\n")
+    labels = (folder / "chair2_labels.txt").read_text().split("\n")
+    (folder / "chair2_labels.txt").write_text("\n".join(labels[:-3]) + "\n")  # faces missing
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "render", chairs, "--work", work, *SMALL)
+    assert code == 1
+    assert "2 shape(s) failed" in err and "broken" in err and "chair2_labels.txt" in err
+    assert "Traceback" not in err
+    assert Workspace.open(work).shape_ids() == ["Chair_chair0", "Chair_chair1", "Chair_chair3"]
+
+
+def test_bad_input_leaves_the_store_untouched(capsys, monkeypatch, chairs: Path,
+                                              tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    good = chairs / "Chair" / "chair3.off"
+    assert partseg(capsys, monkeypatch, "render", good, "--work", work, *SMALL)[0] == 0
+    shape_id = Workspace.open(work).shape_ids()[0]
+    before = Workspace.open(work).key(shape_scope(shape_id), "render")
+    # The same shape id, now with a corrupt file: it fails and the stored output stays.
+    shutil.copy(good, tmp_path / "keep.off")
+    good.write_text("OFF\n1 1 0\n0 0 nan\n3 0 0 0\n")
+    code, _, err = partseg(capsys, monkeypatch, "render", good, "--work", work, *SMALL)
+    assert code != 0 and "chair3.off" in err and "Traceback" not in err
+    workspace = Workspace.open(work)
+    assert workspace.key(shape_scope(shape_id), "render") == before
+    assert workspace.read(shape_scope(shape_id), "shape").arrays["points"].shape == (2000, 3)
+
+
+def test_incompatible_workspace_is_refused(capsys, monkeypatch, chairs: Path,
+                                           tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    work.mkdir()
+    (work / "partseg.json").write_text('{"format": 0, "backend": "zarr"}')
+    code, _, err = partseg(capsys, monkeypatch, "render", chairs, "--work", work)
+    assert_one_line_error(code, err, "incompatible")
+    code, _, err = partseg(capsys, monkeypatch, "vote", work)
+    assert_one_line_error(code, err, "incompatible")
+
+
+def test_hdf5_backend_runs_the_same_pipeline(capsys, monkeypatch, chairs: Path,
+                                             tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    code, out, err = partseg(capsys, monkeypatch, "run", chairs / "Chair" / "chair0.off",
+                             "--work", work, "--teacher", "simulated", "--backend", "hdf5",
+                             "--parts", "back,seat,leg,arm", *SMALL)
+    assert code == 0, err
+    shape_id = Workspace.open(work).shape_ids()[0]
+    assert (work / "store.h5" / "shapes" / shape_id / "vote.h5").is_file()
