@@ -385,32 +385,11 @@ def evaluate(
         raise typer.Exit(1)
 
 
-@app.command("run")
-def run_all(
-    inputs: Annotated[list[Path], typer.Argument(
-        help="Shape files or dataset folders (as for `partseg render`).", show_default=False)],
-    work: Annotated[Path, typer.Option("--work", "-w", help="Workspace folder.")],
-    teacher: Teacher = "owlv2",
-    model: Annotated[str | None, typer.Option(help="Teacher model id or local folder.")
-                     ] = None,
-    parts: Parts = None,
-    sam: Annotated[str | None, typer.Option(
-        help="Refine boxes with SAM before lifting: a model id/folder, or 'simulated' "
-             "(default with --teacher simulated: none).")] = None,
-    distill: Annotated[str, typer.Option(
-        help="After voting, also distil a 3D student: none, tta or pre.")] = "none",
-    views: Annotated[int, typer.Option(help="Number of views.")] = 10,
-    resolution: Annotated[int, typer.Option(help="Image size in pixels.")] = 800,
-    points: Annotated[int, typer.Option(help="Points sampled from each mesh.")] = 10000,
-    preset: Annotated[str, typer.Option(help="Simulated teacher preset.")] = "glip-like",
-    backend: Annotated[str | None, typer.Option(help="Store backend of a new workspace: "
-                                                "zarr or hdf5.")] = None,
-    seed: Seed = 0,
-    device: Device = "auto",
-    force: Force = False,
-) -> None:
-    """Every stage in order, cached: render, detect, [sam-refine], superpoints,
-    backproject, vote, [distill], then evaluate when the shapes have ground truth."""
+def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
+              parts: str | None, sam: str | None, distill_mode: str, views: int,
+              resolution: int, points: int, preset: str, backend: str | None, seed: int,
+              device: str, force: bool) -> None:
+    """Every stage in order over ``inputs``, cached; prints the evaluation when labelled."""
     from . import backproject as backproject_stage
     from . import detect as detect_stage
     from . import evaluate as evaluate_stage
@@ -421,6 +400,8 @@ def run_all(
     from .shapes import discover
     from .store import Workspace
 
+    if distill_mode not in ("none", "tta", "pre"):
+        raise PartsegError(f"--distill: choose none, tta or pre, not {distill_mode!r}")
     device = resolve_device(device)
     sources, problems = [], []
     for path in inputs:
@@ -454,20 +435,157 @@ def run_all(
     reports.append(backproject_stage.run(workspace, alive(),
                                          backproject_stage.BackprojectConfig(), force))
     reports.append(vote_stage.run(workspace, alive(), vote_stage.VoteConfig(), force))
-    method = "vote"
-    if distill != "none":
+    methods = ["vote"]
+    if distill_mode != "none" and alive():
         from . import distill as distill_stage
 
         reports.append(distill_stage.run(workspace, alive(), distill_stage.DistillConfig(
-            mode=distill, seed=seed, device=device), force))
-        method = "distill"
+            mode=distill_mode, seed=seed, device=device), force))
+        methods.append("distill")
     labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)]
-    if labelled:
-        report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart",
-                                       teacher_2d=False)
+    for method in methods if labelled else []:
+        report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart")
+        typer.echo(f"[{method}]")
         typer.echo(report.table())
     typer.echo(f"results in {work}; view them with `partseg export {work} --out OUT "
-               f"--method {method}`", err=True)
+               f"--method {methods[-1]}`", err=True)
     finish(reports)
+
+
+ViewCount = Annotated[int, typer.Option(help="Number of views.")]
+Resolution = Annotated[int, typer.Option(help="Image size in pixels.")]
+Points = Annotated[int, typer.Option(help="Points sampled from each mesh (point clouds "
+                                     "keep theirs).")]
+Preset = Annotated[str, typer.Option(help="Simulated teacher preset: glip-like, weak, "
+                                     "clean.")]
+Backend = Annotated[str | None, typer.Option(help="Store backend of a new workspace: zarr "
+                                             "or hdf5.")]
+Model = Annotated[str | None, typer.Option(help="Teacher model id or local folder.")]
+Sam = Annotated[str | None, typer.Option(
+    help="Refine boxes with SAM before lifting: a model id/folder, or 'simulated'.")]
+
+
+@app.command("run")
+def run_all(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Shape files or dataset folders (as for `partseg render`).", show_default=False)],
+    work: Annotated[Path, typer.Option("--work", "-w", help="Workspace folder.")],
+    teacher: Teacher = "owlv2",
+    model: Model = None,
+    parts: Parts = None,
+    sam: Sam = None,
+    distill: Annotated[str, typer.Option(
+        help="After voting, also distil a 3D student: none, tta or pre.")] = "none",
+    views: ViewCount = 10,
+    resolution: Resolution = 800,
+    points: Points = 10000,
+    preset: Preset = "glip-like",
+    backend: Backend = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Every stage in order, cached: render, detect, [sam-refine], superpoints,
+    backproject, vote, [distill], then evaluate when the shapes have ground truth."""
+    _pipeline(inputs, work, teacher, model, parts, sam, distill, views, resolution, points,
+              preset, backend, seed, device, force)
+
+
+def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
+                    lr: float, backward: bool, tau: float, seed: int, device: str):
+    from .distill import DistillConfig
+    from .pipeline import resolve_device
+
+    return DistillConfig(mode=mode, encoder=encoder,
+                         encoder_checkpoint=str(encoder_checkpoint) if encoder_checkpoint
+                         else None, epochs=epochs, lr=lr, backward=backward, tau=tau,
+                         seed=seed, device=resolve_device(device))
+
+
+Mode = Annotated[str, typer.Option(
+    help="tta: one student head per shape (test-time alignment); pre: one student over "
+         "all selected shapes (pre-alignment).")]
+Encoder = Annotated[str, typer.Option(
+    help="Point encoder: pointnn (training-free, no weights) or pointnet (learnable).")]
+EncoderCheckpoint = Annotated[Path | None, typer.Option(
+    help="State-dict file for the encoder; a loaded encoder is frozen.")]
+Epochs = Annotated[int, typer.Option(help="Training epochs (fixed schedule; the last "
+                                     "state is used, never one chosen on test data).")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
+Tau = Annotated[float, typer.Option(help="Backward distillation starts when the loss's "
+                                   "5-epoch moving average changes by less than this.")]
+
+
+@app.command()
+def distill(
+    work: Annotated[Path | None, typer.Argument(
+        help="Workspace with knowledge units (`partseg backproject`).",
+        show_default=False)] = None,
+    mode: Mode = "tta",
+    shape: Annotated[Path | None, typer.Option(
+        help="Run every stage on this one shape file first (start to end); the "
+             "workspace defaults to runs/<file stem>.")] = None,
+    teacher: Teacher = "owlv2",
+    model: Model = None,
+    parts: Parts = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Few-shot: a folder of labelled shapes (any supported dataset layout) whose "
+             "cross-entropy is added; needs --mode pre.")] = None,
+    output: Annotated[str, typer.Option(help="Name of the stored labelling (evaluate "
+                                        "--method NAME).")] = "distill",
+    encoder: Encoder = "pointnn",
+    encoder_checkpoint: EncoderCheckpoint = None,
+    epochs: Epochs = 25,
+    lr: Lr = 1e-3,
+    backward: Annotated[bool, typer.Option(
+        help="Backward distillation: re-score the units when the loss settles, then "
+             "keep training on the re-scored units.")] = True,
+    tau: Tau = 0.01,
+    shape_id: Shapes = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """PartDistill: distil a 3D student from the teacher's knowledge units."""
+    from . import distill as stage
+
+    if output != "distill" and not output.startswith("distill."):
+        output = f"distill.{output}"
+    if shape is not None:
+        work = work or Path("runs") / shape.stem
+        _pipeline([shape], work, teacher, model, parts, None, "none", 10, 800, 10000,
+                  "glip-like", None, seed, device, force)
+    if work is None:
+        raise PartsegError("give a workspace (WORK) or a shape file (--shape FILE)")
+    workspace, ids = _open(work, shape_id)
+    config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
+                             seed, device)
+    finish([stage.run(workspace, ids, config, force, output=output, labels=labels)])
+
+
+@app.command()
+def rescore(
+    work: Work,
+    mode: Mode = "tta",
+    encoder: Encoder = "pointnn",
+    encoder_checkpoint: EncoderCheckpoint = None,
+    epochs: Epochs = 25,
+    lr: Lr = 1e-3,
+    tau: Tau = 0.01,
+    shape_id: Shapes = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Backward distillation: re-score the knowledge units (C_bd, PartDistill Eq. 4) and
+    store them; `evaluate --teacher-2d` then compares the teacher before and after."""
+    from . import rescore as stage
+
+    workspace, ids = _open(work, shape_id)
+    config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, True, tau, seed,
+                             device)
+    finish([stage.run(workspace, ids, config, force)])
+
+
 if __name__ == "__main__":
     main()

@@ -68,7 +68,8 @@ def stage_key(workspace: Workspace, scope: str, stage: str, params: dict[str, An
             raise StoreError(f"{scope.split('/', 1)[-1]}: no '{name}' output yet "
                              f"(run `partseg {name if name != 'shape' else 'render'}` first)")
         upstream.append(f"{name}:{key}")
-    return content_key(stage, STAGE_VERSIONS[stage], params, upstream)
+    # "distill.pre" and the like are named outputs of the "distill" stage
+    return content_key(stage, STAGE_VERSIONS[stage.split(".")[0]], params, upstream)
 
 
 def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],

@@ -1,0 +1,708 @@
+"""PartDistill student: forward distillation (Eq. 3) and backward distillation (Eq. 4).
+
+A student (point encoder + 4-layer MLP head) is taught by the knowledge units that the
+backproject stage lifted from the 2D teacher (records.KnowledgeUnits: label Y^d, point
+mask M^d, confidence C^d). Two schedules, as in the paper:
+
+- test-time alignment (`distill_tta`): one head per shape, trained on that shape's
+  units only; the encoder is frozen, so its features are computed once per shape.
+- pre-alignment (`distill_pre`): one student over a collection of unlabelled shapes,
+  trained on a fixed schedule whose last state predicts every shape (no test labels
+  are used for anything, and no checkpoint is selected on test data, unlike the
+  released code). Few-shot: labelled shapes add a standard cross-entropy term.
+
+Backward distillation: after each epoch the mean training loss is appended to a
+history; once the change of its 5-epoch moving average falls below tau times the loss
+scale (`backward_trigger`), every unit is re-scored by the agreement between the
+student's argmax and its label over its mask (`rescore_units`, Eq. 4) and training
+continues with C_bd in place of C. Units whose C_bd is 0 drop out of the loss.
+
+Loss normalisation: the paper's Eq. 3 divides each unit's loss by its area; the released
+code divides each point's loss by the number of units covering it. On simulated GLIP-like
+boxes (bench/bench_distill.py) the per-point form is far better (leaky boxes of small
+parts otherwise outweigh the large, well-covered parts), so it is the default and the
+paper's form is `normalise="area"`.
+
+Frozen encoders see the un-augmented shape: re-encoding every step to augment would
+cost far more than the whole head training. The reference augmentation (scale, shift,
+jitter) is applied whenever the encoder is trained with the head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import build_encoder
+from .errors import InputError, PartsegError
+from .pipeline import STAGE_VERSIONS, StageReport, resolve_device, run_per_shape, stage_key
+from .records import KnowledgeUnits, Labelling, Shape
+from .store import Workspace, content_key, shape_scope
+
+# Points per chunk when predicting a whole shape (bounds activation memory).
+_PREDICT_CHUNK = 65536
+
+
+class PointCloudLike(Protocol):
+    """Anything with points/normals/colors, e.g. records.Shape."""
+
+    points: np.ndarray  # (N, 3) float32, normalised frame
+    normals: np.ndarray  # (N, 3) float32
+    colors: np.ndarray  # (N, 3) float32 in [0, 1]
+
+
+@dataclass
+class PointCloud:
+    """A bare point cloud for callers without a records.Shape."""
+
+    points: np.ndarray  # (N, 3) float32
+    normals: np.ndarray  # (N, 3) float32, zeros where unknown
+    colors: np.ndarray  # (N, 3) float32 in [0, 1]
+
+
+@dataclass
+class DistillConfig:
+    """Student training settings; defaults follow the PartDistill paper and code."""
+
+    mode: str = "tta"
+    """'tta' (one head per shape, test-time alignment) or 'pre' (one student over the
+    whole collection, pre-alignment)."""
+    encoder: str = "pointnn"
+    """Point encoder (encoders.ENCODERS): 'pointnn' (training-free, default) or
+    'pointnet' (learnable, trained with the head unless a checkpoint is given)."""
+    encoder_checkpoint: str | None = None
+    """state_dict file for the encoder; a loaded encoder is frozen."""
+    n_sample: int = 2048
+    """Points sampled per shape per training step."""
+    epochs: int = 25
+    """Training epochs (fixed schedule; the last state is used)."""
+    steps_per_epoch: int = 3
+    """Steps per epoch: a TTA epoch is this many steps on its shape; a pre-alignment
+    epoch is one pass over the shapes, but at least this many steps."""
+    batch_size: int = 16
+    """Pre-alignment: shapes per step."""
+    lr: float = 1e-3
+    """Adam learning rate; cosine-annealed to lr / 100 over the schedule."""
+    hidden: tuple[int, ...] = (128, 128, 64)
+    """Hidden widths of the head (len + 1 linear layers, ReLU between)."""
+    normalise: str = "point"
+    """Loss normalisation (`distillation_loss`): 'area' (paper Eq. 3, per unit by its
+    area) or 'point' (released code, per point by the units covering it)."""
+    class_weighting: bool = True
+    """Weight each unit's loss by its class weight (`class_weights`)."""
+    backward: bool = True
+    """Run backward distillation (re-score units, Eq. 4) once the loss plateaus."""
+    tau: float = 0.01
+    """Plateau threshold on the change of the loss moving average, relative to its first
+    value (`backward_trigger`)."""
+    ma_window: int = 5
+    """Epochs in the loss moving average."""
+    bd_latest: float | None = 0.6
+    """Start backward distillation by this fraction of the epochs at the latest, so
+    re-scored units always get trained on; None: only when the loss plateaus."""
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    """Augmentation (trainable encoders only): per-axis random scale."""
+    shift: float = 0.1
+    """Augmentation: random translation in [-shift, shift] per axis."""
+    jitter_sigma: float = 0.01
+    """Augmentation: per-point Gaussian jitter sigma."""
+    jitter_clip: float = 0.02
+    """Augmentation: jitter clipped to [-clip, clip]."""
+    feature_pool: int = 4096
+    """Pre-alignment: points per shape whose frozen features are kept for training
+    (float16); whole shapes are re-encoded for re-scoring and prediction."""
+    fewshot_weight: float = 1.0
+    """Weight of the cross-entropy on labelled (few-shot) shapes."""
+    seed: int = 0
+    """Seed for initialisation, point sampling and augmentation."""
+    device: str = "auto"
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present)."""
+
+
+@dataclass
+class DistillResult:
+    """The student's segmentation of one shape."""
+
+    point_probs: np.ndarray  # (N, P) float32, softmax of the student
+    point_labels: np.ndarray  # (N,) int32 argmax part
+    rescored_confidence: np.ndarray | None = None  # (K,) float32 C_bd, if BD ran
+    loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
+    bd_epoch: int | None = None  # 0-based epoch after which BD ran
+    bd_forced: bool = False  # BD started by `bd_latest`, not by a loss plateau
+    no_units: bool = False  # the shape had no usable knowledge unit
+
+    def to_labelling(self, part_names: list[str], method: str = "partdistill") -> Labelling:
+        return Labelling(point_labels=self.point_labels, point_probs=self.point_probs,
+                         part_names=list(part_names), method=method)
+
+
+# --- the math ------------------------------------------------------------------------
+
+
+def class_weights(units: KnowledgeUnits | Sequence[KnowledgeUnits], n_parts: int,
+                  extra_labels: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """Class-balance weights from the teacher's predictions (PartDistill code).
+
+    count_r = number of (point, unit) pairs with unit label r and confidence > 0,
+    summed over all given units, plus points labelled r in ``extra_labels`` (few-shot
+    ground truth, -1 ignored). w_r = clip(1 + log4(sum_r' count_r' / (P * count_r)),
+    1, 4): a part at the average frequency gets 1, a 64x rarer one 4, an absent part 4.
+    Returns (P,) float32; all ones when nothing is counted.
+    """
+    unit_sets = [units] if isinstance(units, KnowledgeUnits) else list(units)
+    counts = np.zeros(n_parts, np.float64)
+    for u in unit_sets:
+        if len(u) == 0:
+            continue
+        active = u.confidence > 0
+        np.add.at(counts, u.labels[active], u.masks[active].sum(axis=1))
+    for labels in extra_labels:
+        labels = np.asarray(labels)
+        counts += np.bincount(labels[labels >= 0], minlength=n_parts)[:n_parts]
+    total = counts.sum()
+    if total == 0:
+        return np.ones(n_parts, np.float32)
+    with np.errstate(divide="ignore"):
+        inverse = total / (n_parts * counts)
+    return np.clip(1.0 + np.log(inverse) / np.log(4.0), 1.0, 4.0).astype(np.float32)
+
+
+def distillation_loss(logits: torch.Tensor, unit_masks: torch.Tensor, unit_labels: torch.Tensor,
+                      unit_conf: torch.Tensor, class_w: torch.Tensor,
+                      normalise: str = "point") -> torch.Tensor:
+    """Masked, confidence-weighted cross-entropy of Eq. 3.
+
+    logits: (S, P) student scores of S points; unit_masks: (K, S) bool, M^d restricted
+    to those points; unit_labels: (K,) int64 Y^d; unit_conf: (K,) float C^d;
+    class_w: (P,) float. With l_dn = w[Y^d] * C^d * -log softmax(logits_n)[Y^d] for
+    n in M^d, and units with C^d = 0 or an empty mask inactive:
+
+    - normalise="area" (paper Eq. 3): L = mean over active units d of
+      (1 / |M^d|) * sum_{n in M^d} l_dn, |M^d| = points of the S the mask covers.
+      (Eq. 3 sums over units; the mean keeps the scale independent of the unit count.)
+    - normalise="point" (the released code): L = mean over the S points of
+      (1 / c_n) * sum_{d covering n} l_dn, c_n = number of active units covering n
+      (at least 1), so every point counts once however many units cover it.
+
+    Returns a scalar; a zero that still carries the graph when no unit is active.
+    """
+    if normalise not in ("area", "point"):
+        raise ValueError(f"normalise must be 'area' or 'point', not {normalise!r}")
+    if unit_masks.shape[0] == 0:
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits, dim=-1)  # (S, P)
+    nll = -logp[:, unit_labels].T  # (K, S): -log p_n(Y^d)
+    mask = unit_masks.to(logp.dtype) * (unit_conf > 0)[:, None]
+    area = mask.sum(dim=1)  # (K,)
+    active = area > 0
+    if not bool(active.any()):
+        return logits.sum() * 0.0
+    weighted = nll * mask * (class_w[unit_labels] * unit_conf)[:, None]  # (K, S)
+    if normalise == "point":
+        return (weighted.sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)).mean()
+    per_unit = weighted.sum(dim=1) / area.clamp(min=1.0)
+    return per_unit[active].sum() / active.sum()
+
+
+def rescore_units(pred_labels: np.ndarray, units: KnowledgeUnits) -> np.ndarray:
+    """Backward distillation re-scoring (Eq. 4).
+
+    pred_labels: (N,) int student argmax per point. Returns (K,) float32
+    C_bd^d = |{n in M^d : pred_n == Y^d}| / |M^d|, 0 for an empty mask.
+    """
+    if len(units) == 0:
+        return np.zeros(0, np.float32)
+    agree = units.masks & (np.asarray(pred_labels)[None, :] == units.labels[:, None])
+    area = units.masks.sum(axis=1)
+    return (agree.sum(axis=1) / np.maximum(area, 1)).astype(np.float32)
+
+
+def backward_trigger(losses: Sequence[float], window: int = 5, tau: float = 0.01) -> bool:
+    """Whether the loss has plateaued after the last epoch of ``losses``.
+
+    With m_e the mean of the ``window`` epoch losses ending at epoch e (0-based),
+    triggers when |m_e - m_{e-1}| < tau * m_{window-1}, from epoch ``window`` on (the
+    first epoch where two full-window averages exist). The change is relative to the
+    first full average, i.e. to the loss scale at the start: the released code compares
+    the absolute change with 0.01, which depends on the loss scale (class weights, unit
+    count), and a change relative to the current average would never fire on a loss
+    that decays geometrically towards 0.
+    """
+    if len(losses) < window + 1:
+        return False
+    now = float(np.mean(losses[-window:]))
+    before = float(np.mean(losses[-window - 1:-1]))
+    scale = abs(float(np.mean(losses[:window])))
+    return abs(now - before) <= tau * scale
+
+
+def plateau_epoch(losses: Sequence[float], window: int = 5, tau: float = 0.01) -> int | None:
+    """First 0-based epoch after which `backward_trigger` fires on ``losses``, or None."""
+    for e in range(len(losses)):
+        if backward_trigger(losses[:e + 1], window, tau):
+            return e
+    return None
+
+
+def augment(points: torch.Tensor, config: DistillConfig,
+            generator: torch.Generator) -> torch.Tensor:
+    """Reference augmentation of points (N, 3): per-axis scale, shift, clipped jitter."""
+    dev, dt = points.device, points.dtype
+    lo, hi = config.scale_range
+    scale = lo + (hi - lo) * torch.rand(3, generator=generator, device=dev, dtype=dt)
+    shift = config.shift * (2 * torch.rand(3, generator=generator, device=dev, dtype=dt) - 1)
+    jitter = (config.jitter_sigma * torch.randn(points.shape, generator=generator, device=dev,
+                                                dtype=dt)).clamp(-config.jitter_clip,
+                                                                 config.jitter_clip)
+    return points * scale + shift + jitter
+
+
+# --- the student ---------------------------------------------------------------------
+
+
+class Head(nn.Module):
+    """4-layer MLP (by default) on standardised features: (S, D) -> logits (S, P)."""
+
+    def __init__(self, in_dim: int, n_parts: int, hidden: Sequence[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_dim
+        for width in hidden:
+            layers += [nn.Linear(prev, width), nn.ReLU()]
+            prev = width
+        layers.append(nn.Linear(prev, n_parts))
+        self.mlp = nn.Sequential(*layers)
+        # Frozen features have very different scales per channel; standardise them
+        # with statistics of the training points (set by `set_normalisation`).
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+
+    def set_normalisation(self, feats: torch.Tensor) -> None:
+        """Per-channel mean/std of feats (S, D), std floored at 1e-3."""
+        f = feats.double()
+        self.mean.copy_(f.mean(0).to(self.mean.dtype))
+        self.std.copy_(f.std(0).clamp(min=1e-3).to(self.std.dtype))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.mlp((feats.float() - self.mean) / self.std)
+
+
+class Student(nn.Module):
+    """Point encoder + distillation head."""
+
+    def __init__(self, encoder: nn.Module, head: Head):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.mean.device
+
+    def encode(self, points: torch.Tensor, normals: torch.Tensor,
+               colors: torch.Tensor) -> torch.Tensor:
+        """(N, 3) tensors -> features (N, D)."""
+        return self.encoder(points[None], normals[None], colors[None])[0]
+
+    @torch.no_grad()
+    def predict(self, shape: PointCloudLike) -> np.ndarray:
+        """Part probabilities (N, P) float32 for every point of ``shape``."""
+        self.eval()
+        pts, nrm, col = _tensors(shape, self.device)
+        feats = self.encode(pts, nrm, col)
+        probs = [F.softmax(self.head(feats[i:i + _PREDICT_CHUNK]), dim=-1)
+                 for i in range(0, feats.shape[0], _PREDICT_CHUNK)]
+        return torch.cat(probs).cpu().numpy().astype(np.float32)
+
+
+def _tensors(shape: PointCloudLike, device: torch.device | str
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.as_tensor(np.asarray(a, np.float32), device=device)
+                 for a in (shape.points, shape.normals, shape.colors))
+
+
+def _check_units(units: KnowledgeUnits, n_points: int, n_parts: int) -> None:
+    if len(units) and units.masks.shape != (len(units), n_points):
+        raise InputError("knowledge units", f"masks have shape {units.masks.shape}, "
+                         f"expected ({len(units)}, {n_points}) for this shape")
+    if len(units) and (units.labels.min() < 0 or units.labels.max() >= n_parts):
+        raise InputError("knowledge units", f"labels outside [0, {n_parts}) "
+                         f"(found {units.labels.min()}..{units.labels.max()})")
+
+
+def _usable(units: KnowledgeUnits) -> bool:
+    return bool(len(units)) and bool(((units.confidence > 0) & units.masks.any(axis=1)).any())
+
+
+@dataclass
+class _Item:
+    """One training shape on the device."""
+
+    shape: PointCloudLike
+    units: KnowledgeUnits
+    pool: np.ndarray  # (Q,) int64 point indices whose features are kept
+    feats: torch.Tensor | None  # (Q, D) frozen features, None for trainable encoders
+    masks: torch.Tensor  # (K, N) bool
+    labels: torch.Tensor  # (K,) int64
+    conf: torch.Tensor  # (K,) float32, replaced by C_bd after backward distillation
+    gt: torch.Tensor | None  # (N,) int64 few-shot labels, -1 ignored
+    rescored: np.ndarray | None = None
+
+
+def _make_item(student: Student, shape: PointCloudLike, units: KnowledgeUnits,
+               gt: np.ndarray | None, pool_size: int, rng: np.random.Generator,
+               half: bool) -> _Item:
+    dev = student.device
+    n = len(shape.points)
+    pool = (np.arange(n) if n <= pool_size
+            else np.sort(rng.choice(n, pool_size, replace=False)))
+    feats = None
+    if not student.encoder.trainable:
+        with torch.no_grad():
+            feats = student.encode(*_tensors(shape, dev))[torch.as_tensor(pool, device=dev)]
+        feats = feats.half() if half else feats
+    k = len(units)
+    masks = (torch.as_tensor(units.masks, device=dev) if k
+             else torch.zeros(0, n, dtype=torch.bool, device=dev))
+    return _Item(shape, units, pool, feats, masks,
+                 torch.as_tensor(units.labels, dtype=torch.long, device=dev).reshape(k),
+                 torch.as_tensor(units.confidence, dtype=torch.float32, device=dev).reshape(k),
+                 None if gt is None else torch.as_tensor(gt, dtype=torch.long, device=dev))
+
+
+def _item_logits(student: Student, item: _Item, config: DistillConfig,
+                 rng: np.random.Generator, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (S, P) for S sampled pool points, and their point indices (S,)."""
+    pick = rng.choice(len(item.pool), min(config.n_sample, len(item.pool)), replace=False)
+    pick_t = torch.as_tensor(pick, device=student.device)
+    idx = torch.as_tensor(item.pool[pick], device=student.device)
+    if item.feats is not None:
+        return student.head(item.feats[pick_t]), idx
+    pts, nrm, col = (t[idx] for t in _tensors(item.shape, student.device))
+    return student.head(student.encode(augment(pts, config, gen), nrm, col)), idx
+
+
+def _item_probs(student: Student, item: _Item) -> np.ndarray:
+    """(N, P) float32 probabilities of all the item's points; reuses kept features when
+    they cover the whole shape."""
+    if item.feats is None or len(item.pool) < len(item.shape.points):
+        return student.predict(item.shape)
+    with torch.no_grad():
+        student.eval()
+        return F.softmax(student.head(item.feats), dim=-1).cpu().numpy().astype(np.float32)
+
+
+def _train(student: Student, items: list[_Item], n_parts: int, class_w: np.ndarray,
+           config: DistillConfig, steps_per_epoch: int, batch_size: int,
+           rng: np.random.Generator, gen: torch.Generator) -> tuple[list[float], int | None, bool]:
+    """The fixed training schedule with backward distillation; updates ``items``.
+
+    Returns (mean loss per epoch, BD epoch or None, whether BD was forced).
+    """
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    total = max(1, config.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, eta_min=config.lr / 100)
+    cw = torch.as_tensor(class_w, device=student.device)
+    latest = (None if config.bd_latest is None
+              else max(0, math.ceil(config.bd_latest * config.epochs) - 1))
+    losses: list[float] = []
+    bd_epoch, bd_forced = None, False
+    for epoch in range(config.epochs):
+        student.train()
+        order = rng.permutation(len(items))
+        epoch_losses = []
+        for step in range(steps_per_epoch):
+            start = (step * batch_size) % len(items)
+            batch = [items[i] for i in np.roll(order, -start)[:batch_size]]
+            terms = []
+            for item in batch:
+                logits, idx = _item_logits(student, item, config, rng, gen)
+                loss = distillation_loss(logits, item.masks[:, idx], item.labels, item.conf, cw,
+                                         config.normalise)
+                if item.gt is not None:
+                    loss = loss + config.fewshot_weight * F.cross_entropy(
+                        logits, item.gt[idx], ignore_index=-1)
+                terms.append(loss)
+            loss = torch.stack(terms).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            epoch_losses.append(float(loss.detach()))
+        losses.append(float(np.mean(epoch_losses)))
+        if config.backward and bd_epoch is None and epoch < config.epochs - 1:
+            plateau = backward_trigger(losses, config.ma_window, config.tau)
+            if plateau or (latest is not None and epoch >= latest):
+                bd_epoch, bd_forced = epoch, not plateau
+                for item in items:
+                    if len(item.units):
+                        pred = _item_probs(student, item).argmax(axis=1)
+                        item.rescored = rescore_units(pred, item.units)
+                        item.conf = torch.as_tensor(item.rescored, device=student.device)
+    return losses, bd_epoch, bd_forced
+
+
+def _new_student(encoder: nn.Module, n_parts: int, config: DistillConfig,
+                 device: str) -> Student:
+    # A private RNG stream: initialisation depends on the seed only, and the caller's
+    # global torch RNG is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        head = Head(encoder.out_dim, n_parts, config.hidden)
+        if encoder.trainable:
+            for module in encoder.modules():
+                if isinstance(module, nn.Linear):
+                    module.reset_parameters()
+    return Student(encoder, head).to(device)
+
+
+def _setup(config: DistillConfig) -> tuple[str, np.random.Generator, torch.Generator, nn.Module]:
+    device = resolve_device(config.device)
+    encoder = build_encoder(config.encoder, config.encoder_checkpoint, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+    return device, np.random.default_rng(config.seed), gen, encoder
+
+
+def _uniform(n_points: int, n_parts: int) -> DistillResult:
+    probs = np.full((n_points, n_parts), 1.0 / n_parts, np.float32)
+    return DistillResult(probs, np.zeros(n_points, np.int32), no_units=True)
+
+
+
+def _result(probs: np.ndarray, item: _Item, losses: list[float], bd_epoch: int | None,
+            forced: bool) -> DistillResult:
+    return DistillResult(probs, probs.argmax(axis=1).astype(np.int32), item.rescored,
+                         list(losses), bd_epoch, forced, not _usable(item.units))
+
+
+def _set_normalisation(student: Student, items: list[_Item]) -> None:
+    if not student.encoder.trainable:
+        student.head.set_normalisation(torch.cat([i.feats for i in items]))
+
+
+def distill_tta(shape: PointCloudLike, units: KnowledgeUnits, n_parts: int,
+                config: DistillConfig) -> DistillResult:
+    """Test-time alignment: train a head on one shape's units, label every point.
+
+    shape: N points (N, 3) with normals and colours; units: K units over those N
+    points; n_parts: P. Points no unit covers are labelled by the head too. A shape
+    with no usable unit (none, or all with zero confidence / empty masks) gets uniform
+    probabilities (labels 0) and a warning, and ``no_units`` set.
+    """
+    n = len(shape.points)
+    _check_units(units, n, n_parts)
+    if not _usable(units):
+        warnings.warn("shape has no usable knowledge units: its labelling is uniform "
+                      "(every point gets part 0)", stacklevel=2)
+        return _uniform(n, n_parts)
+    device, rng, gen, encoder = _setup(config)
+    student = _new_student(encoder, n_parts, config, device)
+    item = _make_item(student, shape, units, None, n, rng, half=False)
+    _set_normalisation(student, [item])
+    losses, bd_epoch, forced = _train(student, [item], n_parts,
+                                      class_weights(units, n_parts) if config.class_weighting
+                                      else np.ones(n_parts, np.float32),
+                                      config, config.steps_per_epoch, 1, rng, gen)
+    return _result(_item_probs(student, item), item, losses, bd_epoch, forced)
+
+
+def distill_pre(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
+                config: DistillConfig,
+                labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
+                ) -> tuple[Student, list[DistillResult]]:
+    """Pre-alignment: one student over a collection, then a labelling of every shape.
+
+    collection: (shape, units) pairs, unlabelled (ground truth is never read);
+    labelled: optional few-shot (shape, point_labels (N,) int, -1 ignored) pairs that
+    add ``fewshot_weight`` x cross-entropy; they are trained on but not returned.
+    An epoch is one pass over all shapes in batches of ``batch_size`` (at least
+    ``steps_per_epoch`` steps, so small collections still train); after
+    ``epochs`` epochs the last state labels every shape of ``collection`` (shapes
+    without units too: the student has learnt from the others). Returns (the trained
+    student, one DistillResult per collection shape, in order).
+    """
+    labelled = list(labelled or [])
+    for shape, units in collection:
+        _check_units(units, len(shape.points), n_parts)
+    for shape, labels in labelled:
+        if np.asarray(labels).shape != (len(shape.points),):
+            raise InputError("few-shot labels", f"shape {np.asarray(labels).shape} does "
+                             f"not match {len(shape.points)} points")
+    device, rng, gen, encoder = _setup(config)
+    usable = sum(_usable(u) for _, u in collection)
+    if usable == 0 and not labelled:
+        warnings.warn("no shape of the collection has usable knowledge units: every "
+                      "labelling is uniform (part 0)", stacklevel=2)
+        student = _new_student(encoder, n_parts, config, device)
+        return student, [_uniform(len(s.points), n_parts) for s, _ in collection]
+    if usable < len(collection):
+        warnings.warn(f"{len(collection) - usable} of {len(collection)} shapes have no "
+                      "usable knowledge units; the collection's student labels them",
+                      stacklevel=2)
+    student = _new_student(encoder, n_parts, config, device)
+    empty = KnowledgeUnits(np.zeros(0, np.int32), np.zeros((0, 0), bool), np.zeros(0, np.float32),
+                           np.zeros(0, np.int32), np.zeros(0, np.int32))
+    items = [_make_item(student, s, u, None, config.feature_pool, rng, half=True)
+             for s, u in collection]
+    items += [_make_item(student, s, empty, np.asarray(g), config.feature_pool, rng, half=True)
+              for s, g in labelled]
+    _set_normalisation(student, items)
+    class_w = (class_weights([u for _, u in collection], n_parts,
+                             [np.asarray(g) for _, g in labelled])
+               if config.class_weighting else np.ones(n_parts, np.float32))
+    batch = max(1, min(config.batch_size, len(items)))
+    losses, bd_epoch, forced = _train(student, items, n_parts, class_w, config,
+                                      max(math.ceil(len(items) / batch), config.steps_per_epoch),
+                                      batch, rng, gen)
+    # Re-encode for the final labelling: exact float32 features, same as `predict`.
+    results = [_result(student.predict(item.shape), item, losses, bd_epoch, forced)
+               for item in items[:len(collection)]]
+    return student, results
+
+
+def distill_collection(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]],
+                       n_parts: int, config: DistillConfig,
+                       labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
+                       ) -> list[DistillResult]:
+    """Label every shape of ``collection`` with the schedule ``config.mode`` names:
+    'tta' (`distill_tta` per shape; few-shot ``labelled`` shapes need 'pre') or 'pre'
+    (`distill_pre`). Returns one DistillResult per shape, in order."""
+    if config.mode == "pre":
+        return distill_pre(collection, n_parts, config, labelled)[1]
+    if config.mode != "tta":
+        raise InputError("distill", f"mode must be 'tta' or 'pre', not {config.mode!r}")
+    if labelled:
+        raise InputError("distill", "few-shot labelled shapes need mode 'pre' (one "
+                         "student over the collection)")
+    return [distill_tta(shape, units, n_parts, config) for shape, units in collection]
+
+
+# --- the `distill` stage -------------------------------------------------------------
+
+
+def detected_part_names(workspace: Workspace, shape_id: str) -> list[str]:
+    """The part names the teacher was asked for (the label space of the units)."""
+    artifact = workspace.read(shape_scope(shape_id), "detect", names=[])
+    return list(artifact.record_attrs.get("part_names", []))
+
+
+def _with_faces(shape: Shape, result: DistillResult, part_names: list[str],
+                method: str) -> Labelling:
+    from .backproject import face_labels_from_points
+
+    labelling = result.to_labelling(part_names, method)
+    if shape.mesh is not None:
+        labelling.face_labels = face_labels_from_points(
+            shape.points, result.point_probs, shape.mesh.vertices, shape.mesh.faces, k=5)
+    return labelling
+
+
+def load_labelled(path: Path, part_names: list[str], n_points: int, seed: int
+                  ) -> list[tuple[Shape, np.ndarray]]:
+    """Few-shot shapes with ground truth, labels re-indexed into ``part_names``."""
+    from .shapes import discover, load_shape
+
+    sources, problems = discover(path)
+    if problems:
+        raise InputError(problems[0][0], problems[0][1])
+    labelled = []
+    for source in sources:
+        shape = load_shape(source, n_points=n_points, seed=seed)
+        if shape.point_labels is None:
+            raise InputError(source.path, "few-shot shape has no part labels")
+        if sorted(shape.part_names) != sorted(part_names):
+            raise InputError(source.path, f"part names {shape.part_names} differ from the "
+                             f"collection's {part_names}")
+        index = {name: i for i, name in enumerate(part_names)}
+        lookup = np.array([index[name] for name in shape.part_names] + [-1], np.int32)
+        labelled.append((shape, lookup[shape.point_labels]))
+    if not labelled:
+        raise InputError(path, "no labelled shapes found")
+    return labelled
+
+
+def stage_params(config: DistillConfig) -> dict[str, object]:
+    """Everything that changes the result (not the device)."""
+    params = dataclasses.asdict(config)
+    params.pop("device")
+    return params
+
+
+def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
+        force: bool = False, output: str = "distill", labels: Path | None = None,
+        n_points: int = 10000) -> StageReport:
+    """Distil a student from each shape's knowledge units and store its labelling.
+
+    ``tta``: one head per shape (cached per shape). ``pre``: one student over all of
+    ``shape_ids`` (plus few-shot ``labels``), retrained when any input changed.
+    """
+    if config.mode not in ("tta", "pre"):
+        raise PartsegError(f"unknown --mode {config.mode!r}; choose tta or pre")
+    if labels is not None and config.mode != "pre":
+        raise PartsegError("--labels (few-shot) needs --mode pre")
+    params = stage_params(config)
+    if config.mode == "tta":
+        def compute(shape_id: str) -> Labelling:
+            scope = shape_scope(shape_id)
+            shape = workspace.read_record(scope, "shape", Shape)
+            units = workspace.read_record(scope, "backproject", KnowledgeUnits)
+            names = detected_part_names(workspace, shape_id)
+            result = distill_tta(shape, units, len(names), config)
+            if result.no_units:
+                warnings.warn(f"{shape_id}: no knowledge units; labelled uniformly",
+                              stacklevel=2)
+            return _with_faces(shape, result, names, output)
+
+        return run_per_shape(workspace, output, shape_ids, params, ["shape", "backproject"],
+                             compute, force)
+    return _run_collection(workspace, shape_ids, config, params, force, output, labels,
+                           n_points)
+
+
+def _run_collection(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
+                    params: dict[str, object], force: bool, output: str,
+                    labels: Path | None, n_points: int) -> StageReport:
+    report = StageReport(output)
+    names = {sid: detected_part_names(workspace, sid) for sid in shape_ids}
+    part_names = names[shape_ids[0]]
+    for sid, own in names.items():
+        if own != part_names:
+            raise PartsegError(f"{sid}: part names {own} differ from {shape_ids[0]}'s "
+                               f"{part_names}; pre-alignment needs one part list "
+                               "(select one category with --shape-id)")
+    inputs = [f"{sid}:{stage_key(workspace, shape_scope(sid), 'distill', params, needs)}"
+              for sid in shape_ids for needs in [["shape", "backproject"]]]
+    if labels is not None:
+        from .shapes import discover, source_digest
+
+        inputs += [source_digest(s) for s in discover(labels)[0]]
+    key = content_key(output, STAGE_VERSIONS["distill"], params, inputs)
+    if not force and all(workspace.key(shape_scope(s), output) == key for s in shape_ids):
+        report.skipped = list(shape_ids)
+        return report
+    shapes = [workspace.read_record(shape_scope(s), "shape", Shape) for s in shape_ids]
+    units = [workspace.read_record(shape_scope(s), "backproject", KnowledgeUnits)
+             for s in shape_ids]
+    labelled = (load_labelled(labels, part_names, n_points, config.seed)
+                if labels is not None else None)
+    _, results = distill_pre(list(zip(shapes, units, strict=True)), len(part_names), config,
+                             labelled)
+    for shape, result in zip(shapes, results, strict=True):
+        labelling = _with_faces(shape, result, part_names, output)
+        workspace.write(shape_scope(shape.shape_id), output, labelling, key=key,
+                        params={**params, "collection_size": len(shapes)})
+        report.computed.append(shape.shape_id)
+    return report
