@@ -222,3 +222,84 @@ def test_hdf5_backend_runs_the_same_pipeline(capsys, monkeypatch, chairs: Path,
     assert code == 0, err
     shape_id = Workspace.open(work).shape_ids()[0]
     assert (work / "store.h5" / "shapes" / shape_id / "vote.h5").is_file()
+
+
+def test_distill_modes_rescore_and_few_shot(capsys, monkeypatch, chairs: Path,
+                                            tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    code, out, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
+                             "--teacher", "simulated", "--distill", "tta", *SMALL)
+    assert code == 0, err
+    assert "[distill]" in out and "distill: 4 computed" in err
+    workspace = Workspace.open(work)
+    labelling = workspace.read_record(shape_scope("Chair_chair0"), "distill", Labelling)
+    assert (labelling.point_labels >= 0).all()  # the student labels every point
+    assert labelling.point_probs.shape == (2000, 4) and labelling.face_labels is not None
+
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--output", "pre", "--epochs", "5")
+    assert code == 0 and "distill.pre: 4 computed" in err, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--output", "pre", "--epochs", "5")
+    assert code == 0 and "distill.pre: 0 computed, 4 cached" in err, err
+
+    code, _, err = partseg(capsys, monkeypatch, "rescore", work, "--epochs", "5")
+    assert code == 0, err
+    from partseg_cli.records import KnowledgeUnits
+
+    units = workspace.read_record(shape_scope("Chair_chair1"), "rescore", KnowledgeUnits)
+    assert units.rescored_confidence is not None
+    assert units.rescored_confidence.shape == units.confidence.shape
+    code, out, err = partseg(capsys, monkeypatch, "evaluate", work, "--method",
+                             "distill.pre", "--teacher-2d")
+    assert code == 0 and "2D after" in out, err
+
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--output", "few", "--epochs", "5", "--labels", chairs / "Chair")
+    assert code == 0 and "distill.few: 4 computed" in err, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--labels", chairs)
+    assert_one_line_error(code, err, "--mode pre")
+    other = tmp_path / "other" / "Chair"
+    other.mkdir(parents=True)
+    shutil.copy(chairs / "Chair" / "chair0.off", other / "c.off")
+    (other / "c_labels.txt").write_text(
+        (chairs / "Chair" / "chair0_labels.txt").read_text().replace("seat", "sitting"))
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--labels", other.parent)
+    assert_one_line_error(code, err, "c.off", "part names")
+
+
+KILL_AFTER_FIRST = """
+import sys
+from partseg_cli import render
+original = render.render_mesh
+calls = []
+def slow(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        import os, signal
+        os.kill(os.getpid(), signal.SIGKILL)  # killed while rendering the second shape
+    return original(*args, **kwargs)
+render.render_mesh = slow
+from partseg_cli.cli import main
+sys.argv = ["partseg", "render", *sys.argv[1:]]
+main()
+"""
+
+
+def test_killed_render_resumes_without_redoing_finished_shapes(capsys, monkeypatch,
+                                                               chairs: Path,
+                                                               tmp_path: Path) -> None:
+    import subprocess
+
+    work = tmp_path / "ws"
+    args = [str(chairs), "--work", str(work), *SMALL]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST, *args],
+                            capture_output=True, text=True,
+                            env={**__import__("os").environ, "PARTSEG_NO_PROGRESS": "1"})
+    assert killed.returncode == -9
+    workspace = Workspace.open(work)
+    rendered = [s for s in workspace.shape_ids() if workspace.exists(shape_scope(s), "render")]
+    assert len(rendered) == 1
+    code, _, err = partseg(capsys, monkeypatch, "render", *args)
+    assert code == 0 and "render: 3 computed, 1 cached" in err, err
