@@ -9,8 +9,9 @@ end and the exit code is 1.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -18,6 +19,10 @@ import typer
 from . import __version__
 from .errors import PartsegError
 from .pipeline import StageReport
+
+if TYPE_CHECKING:
+    from .distill import DistillConfig
+    from .store import Workspace
 
 app = typer.Typer(
     name="partseg",
@@ -69,9 +74,15 @@ def root(
     """partseg command line."""
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object,
+                      **kwargs: object) -> str:
+    return f"partseg: warning: {message}\n"
+
+
 def main() -> None:
     """Console entry point: one-line errors, meaningful exit codes, never a traceback
     for a problem the user can fix."""
+    warnings.formatwarning = _one_line_warning
     try:
         result = app(standalone_mode=False)
     except PartsegError as exc:
@@ -177,7 +188,7 @@ def _parts(text: str | None) -> list[str] | None:
     return names
 
 
-def _open(work: Path, shape_ids: list[str] | None) -> tuple[object, list[str]]:
+def _open(work: Path, shape_ids: list[str] | None) -> tuple[Workspace, list[str]]:
     from .pipeline import select_shapes
     from .store import Workspace
 
@@ -485,14 +496,16 @@ def run_all(
     device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """Every stage in order, cached: render, detect, [sam-refine], superpoints,
-    backproject, vote, [distill], then evaluate when the shapes have ground truth."""
+    """Every stage in order, cached: render, detect, sam-refine (with --sam),
+    superpoints, backproject, vote, distill (with --distill), then evaluate when the
+    shapes have ground truth."""
     _pipeline(inputs, work, teacher, model, parts, sam, distill, views, resolution, points,
               preset, backend, seed, device, force)
 
 
 def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
-                    lr: float, backward: bool, tau: float, seed: int, device: str):
+                    lr: float, backward: bool, tau: float, seed: int, device: str
+                    ) -> DistillConfig:
     from .distill import DistillConfig
     from .pipeline import resolve_device
 
