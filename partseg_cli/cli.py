@@ -496,9 +496,11 @@ def run_all(
     device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """Every stage in order, cached: render, detect, sam-refine (with --sam),
-    superpoints, backproject, vote, distill (with --distill), then evaluate when the
-    shapes have ground truth."""
+    """Every stage in order, cached.
+
+    render, detect, sam-refine (with --sam), superpoints, backproject, vote, distill
+    (with --distill), then evaluate when the shapes have ground truth.
+    """
     _pipeline(inputs, work, teacher, model, parts, sam, distill, views, resolution, points,
               preset, backend, seed, device, force)
 
@@ -590,8 +592,10 @@ def rescore(
     device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """Backward distillation: re-score the knowledge units (C_bd, PartDistill Eq. 4) and
-    store them; `evaluate --teacher-2d` then compares the teacher before and after."""
+    """Backward distillation: re-score the knowledge units (PartDistill Eq. 4).
+
+    Stores C_bd beside C; `evaluate --teacher-2d` then scores the teacher before and after.
+    """
     from . import rescore as stage
 
     workspace, ids = _open(work, shape_id)
