@@ -138,6 +138,40 @@ def test_real_teacher_path_with_tiny_model(capsys, monkeypatch, chairs: Path, tm
     assert_one_line_error(code, err, "unknown teacher", "owlv2")
 
 
+@pytest.mark.parametrize("teacher", ["owlvit", "grounding-dino", "clipseg"])
+def test_every_real_teacher_runs_through_the_pipeline(capsys, monkeypatch, chairs: Path,
+                                                      tmp_path: Path, tiny_models,
+                                                      teacher: str) -> None:
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs / "Chair" / "chair2.off",
+                           "--work", work, "--teacher", teacher, "--model",
+                           tiny_models[teacher], "--parts", "back,seat", "--views", "2",
+                           "--resolution", "64", "--points", "500", "--device", "cpu")
+    assert code == 0, err
+    assert "vote: 1 computed" in err
+
+
+def test_sam_refine_with_tiny_transformers_sam(capsys, monkeypatch, chairs: Path,
+                                               tmp_path: Path, tiny_models) -> None:
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs / "Chair" / "chair2.off",
+                           "--work", work, "--teacher", "simulated", "--parts",
+                           "back,seat,leg,arm", "--views", "2", "--resolution", "64",
+                           "--points", "500")
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "sam-refine", work, "--model",
+                           tiny_models["sam"], "--device", "cpu")
+    assert code == 0, err
+    workspace = Workspace.open(work)
+    scope = shape_scope(workspace.shape_ids()[0])
+    masks = workspace.read_record(scope, "sam-refine", Masks)
+    assert masks.masks.shape[1:] == (64, 64)
+    assert masks.masks.shape[0] == len(workspace.read_record(scope, "detect", Boxes))
+    code, _, err = partseg(capsys, monkeypatch, "sam-refine", work, "--checkpoint",
+                           tmp_path / "sam_vit_b.pth", "--model-type", "vit_b")
+    assert code == 1 and "Traceback" not in err
+
+
 def test_simulated_teacher_refuses_unlabelled_shapes(capsys, monkeypatch,
                                                      tmp_path: Path) -> None:
     mesh = SHARED / "meshes" / "teapot.stl"
