@@ -5,7 +5,8 @@ KnowledgeUnits with ``rescored_confidence`` (C_bd) set, so the teacher's 2D qual
 be evaluated before (C) and after (C_bd) re-scoring (PartDistill supplementary
 Eq. 5-8). C_bd is the agreement between the student's argmax and each unit's label over
 the unit's mask, taken when backward distillation starts (`distill.backward_trigger`,
-or at ``bd_latest`` of the epochs at the latest).
+or at ``bd_latest`` of the epochs at the latest). The stored C_bd is Eq. 4's; how the
+student itself is then re-weighted is `DistillConfig.bd_weighting`.
 """
 
 from __future__ import annotations

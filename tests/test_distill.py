@@ -13,6 +13,7 @@ from partseg_cli.distill import (
     DistillConfig,
     PointCloud,
     backward_trigger,
+    bd_confidence,
     class_weights,
     distill_collection,
     distill_pre,
@@ -124,6 +125,25 @@ def test_rescore_units_hand_case():
     pred = np.array([0, 0, 0, 1, 1])
     # unit 0: 3 of its 4 points predicted 0; unit 1: 2 of 3 predicted 1; empty unit: 0
     np.testing.assert_allclose(rescore_units(pred, units), [0.75, 2 / 3, 0.0], rtol=1e-6)
+
+
+def test_bd_confidence_part_relative_hand_case():
+    masks = np.zeros((4, 10), bool)
+    masks[0, :4] = True  # part 0, area 4
+    masks[1, 4:6] = True  # part 0, area 2
+    masks[2, 6:9] = True  # part 1, area 3
+    masks[3, 9] = True  # part 1, area 1
+    units = make_units([0, 0, 1, 1], masks, [0.5, 1.0, 0.8, 0.4])
+    c_bd = np.array([0.6, 0.3, 0.2, 0.0])
+    # part 0: weights area x C = 2, 2 -> mean C_bd 0.45; part 1: 2.4, 0.4 -> 0.48 / 2.8
+    expected = [0.5 * 1.0, 1.0 * 0.3 / 0.45, 0.8 * 1.0, 0.0]
+    np.testing.assert_allclose(bd_confidence(c_bd, units, 2), expected, rtol=1e-6)
+    np.testing.assert_allclose(bd_confidence(c_bd, units, 2, "replace"), c_bd, rtol=1e-6)
+    # A thin part whose right boxes all agree little keeps its teacher confidence.
+    np.testing.assert_allclose(bd_confidence([0.2, 0.2, 0.9, 0.9], units, 2),
+                               units.confidence, rtol=1e-6)
+    with pytest.raises(ValueError, match="bd_weighting"):
+        bd_confidence(c_bd, units, 2, "bogus")
 
 
 def test_backward_trigger_on_synthetic_curve():
@@ -298,3 +318,19 @@ def test_encoder_checkpoint_mismatch_raises_model_error(tmp_path):
     torch.save({"model_state_dict": PointNetEncoder().state_dict()}, good)
     enc = build_encoder("pointnet", str(good))
     assert not enc.trainable and not any(p.requires_grad for p in enc.parameters())
+
+
+def test_frozen_features_are_standardised_per_shape():
+    from partseg_cli.distill import Head, Student
+
+    enc = build_encoder("pointnn")
+    student = Student(enc, Head(enc.out_dim, 2, (8,)), shape_standardise=True)
+    shape, _ = two_clusters(400)
+    pts, nrm, col = (torch.as_tensor(a) for a in (shape.points, shape.normals, shape.colors))
+    feats = student.encode(pts, nrm, col)
+    varying = enc(pts[None], nrm[None], col[None])[0].std(0) > 1e-3
+    torch.testing.assert_close(feats.mean(0), torch.zeros(enc.out_dim), atol=1e-4, rtol=0)
+    torch.testing.assert_close(feats.std(0)[varying], torch.ones(int(varying.sum())),
+                               atol=1e-4, rtol=0)
+    raw = Student(enc, Head(enc.out_dim, 2, (8,))).encode(pts, nrm, col)
+    torch.testing.assert_close(raw, enc(pts[None], nrm[None], col[None])[0])
