@@ -506,15 +506,17 @@ def run_all(
 
 
 def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
-                    lr: float, backward: bool, tau: float, seed: int, device: str
-                    ) -> DistillConfig:
+                    lr: float, backward: bool, tau: float, bd_weighting: str, seed: int,
+                    device: str) -> DistillConfig:
     from .distill import DistillConfig
     from .pipeline import resolve_device
 
+    if bd_weighting not in ("part", "replace"):
+        raise PartsegError(f"--bd-weighting: choose part or replace, not {bd_weighting!r}")
     return DistillConfig(mode=mode, encoder=encoder,
                          encoder_checkpoint=str(encoder_checkpoint) if encoder_checkpoint
                          else None, epochs=epochs, lr=lr, backward=backward, tau=tau,
-                         seed=seed, device=resolve_device(device))
+                         bd_weighting=bd_weighting, seed=seed, device=resolve_device(device))
 
 
 Mode = Annotated[str, typer.Option(
@@ -529,6 +531,9 @@ Epochs = Annotated[int, typer.Option(help="Training epochs (fixed schedule; the 
 Lr = Annotated[float, typer.Option(help="Adam learning rate.")]
 Tau = Annotated[float, typer.Option(help="Backward distillation starts when the loss's "
                                    "5-epoch moving average changes by less than this.")]
+BdWeighting = Annotated[str, typer.Option(
+    help="How re-scored units weigh after backward distillation: part (C x C_bd relative "
+         "to its part's mean, keeps thin parts) or replace (C_bd, the paper's form).")]
 
 
 @app.command()
@@ -556,6 +561,7 @@ def distill(
         help="Backward distillation: re-score the units when the loss settles, then "
              "keep training on the re-scored units.")] = True,
     tau: Tau = 0.01,
+    bd_weighting: BdWeighting = "part",
     shape_id: Shapes = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -574,7 +580,7 @@ def distill(
         raise PartsegError("give a workspace (WORK) or a shape file (--shape FILE)")
     workspace, ids = _open(work, shape_id)
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
-                             seed, device)
+                             bd_weighting, seed, device)
     finish([stage.run(workspace, ids, config, force, output=output, labels=labels)])
 
 
@@ -599,8 +605,8 @@ def rescore(
     from . import rescore as stage
 
     workspace, ids = _open(work, shape_id)
-    config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, True, tau, seed,
-                             device)
+    config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, True, tau, "part",
+                             seed, device)
     finish([stage.run(workspace, ids, config, force)])
 
 

@@ -55,9 +55,15 @@ from torch import nn
 
 from .encoders import build_encoder
 from .errors import InputError, PartsegError
-from .pipeline import STAGE_VERSIONS, StageReport, resolve_device, run_per_shape, stage_key
+from .pipeline import (
+    StageReport,
+    collection_key,
+    resolve_device,
+    run_per_shape,
+    stored_under,
+)
 from .records import KnowledgeUnits, Labelling, Shape
-from .store import Workspace, content_key, shape_scope
+from .store import Workspace, shape_scope
 
 # Points per chunk when predicting a whole shape (bounds activation memory).
 _PREDICT_CHUNK = 65536
@@ -739,14 +745,14 @@ def _run_collection(workspace: Workspace, shape_ids: list[str], config: DistillC
             raise PartsegError(f"{sid}: part names {own} differ from {shape_ids[0]}'s "
                                f"{part_names}; pre-alignment needs one part list "
                                "(select one category with --shape-id)")
-    inputs = [f"{sid}:{stage_key(workspace, shape_scope(sid), 'distill', params, needs)}"
-              for sid in shape_ids for needs in [["shape", "backproject"]]]
+    few_shot: list[str] = []
     if labels is not None:
         from .shapes import discover, source_digest
 
-        inputs += [source_digest(s) for s in discover(labels)[0]]
-    key = content_key(output, STAGE_VERSIONS["distill"], params, inputs)
-    if not force and all(workspace.key(shape_scope(s), output) == key for s in shape_ids):
+        few_shot = [source_digest(s) for s in discover(labels)[0]]
+    key = collection_key(workspace, output, shape_ids, params, ["shape", "backproject"],
+                         few_shot)
+    if not force and stored_under(workspace, output, shape_ids, key):
         report.skipped = list(shape_ids)
         return report
     shapes = [workspace.read_record(shape_scope(s), "shape", Shape) for s in shape_ids]

@@ -72,6 +72,22 @@ def stage_key(workspace: Workspace, scope: str, stage: str, params: dict[str, An
     return content_key(stage, STAGE_VERSIONS[stage.split(".")[0]], params, upstream)
 
 
+def collection_key(workspace: Workspace, stage: str, shape_ids: list[str],
+                   params: dict[str, Any], inputs: list[str], extra: list[str] | None = None
+                   ) -> str:
+    """One key for a stage computed over several shapes at once (e.g. a pre-aligned
+    student): it changes when any shape's inputs, the parameters or ``extra`` change."""
+    keys = [f"{sid}:{stage_key(workspace, shape_scope(sid), stage, params, inputs)}"
+            for sid in shape_ids]
+    return content_key(stage, STAGE_VERSIONS[stage.split(".")[0]], params,
+                       keys + list(extra or []))
+
+
+def stored_under(workspace: Workspace, stage: str, shape_ids: list[str], key: str) -> bool:
+    """Whether every shape already holds ``stage`` computed under ``key``."""
+    return all(workspace.key(shape_scope(sid), stage) == key for sid in shape_ids)
+
+
 def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
                   params: dict[str, Any], inputs: list[str],
                   compute: Callable[[str], Any], force: bool = False) -> StageReport:

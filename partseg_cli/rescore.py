@@ -27,9 +27,9 @@ from .distill import (
     stage_params,
 )
 from .errors import PartsegError
-from .pipeline import STAGE_VERSIONS, StageReport, run_per_shape, stage_key
+from .pipeline import StageReport, collection_key, run_per_shape, stored_under
 from .records import KnowledgeUnits, Shape
-from .store import Workspace, content_key, shape_scope
+from .store import Workspace, shape_scope
 
 __all__ = ["rescore", "rescore_collection", "rescore_units", "run", "with_rescored"]
 
@@ -93,10 +93,8 @@ def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
     if config.mode != "pre":
         raise PartsegError(f"unknown --mode {config.mode!r}; choose tta or pre")
     report = StageReport("rescore")
-    keys = [stage_key(workspace, shape_scope(s), "rescore", params, ["shape", "backproject"])
-            for s in shape_ids]
-    key = content_key("rescore", STAGE_VERSIONS["rescore"], params, keys)
-    if not force and all(workspace.key(shape_scope(s), "rescore") == key for s in shape_ids):
+    key = collection_key(workspace, "rescore", shape_ids, params, ["shape", "backproject"])
+    if not force and stored_under(workspace, "rescore", shape_ids, key):
         report.skipped = list(shape_ids)
         return report
     part_names = detected_part_names(workspace, shape_ids[0])
