@@ -337,3 +337,17 @@ def test_killed_render_resumes_without_redoing_finished_shapes(capsys, monkeypat
     assert len(rendered) == 1
     code, _, err = partseg(capsys, monkeypatch, "render", *args)
     assert code == 0 and "render: 3 computed, 1 cached" in err, err
+
+
+def test_distill_one_shape_start_to_end(capsys, monkeypatch, chairs: Path, tmp_path: Path,
+                                        ) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = partseg(capsys, monkeypatch, "distill", "--shape",
+                           chairs / "Chair" / "chair3.off", "--teacher", "simulated",
+                           "--parts", "back,seat,leg,arm", "--epochs", "5")
+    assert code == 0, err
+    workspace = Workspace.open(tmp_path / "runs" / "chair3")
+    labelling = workspace.read_record(shape_scope(workspace.shape_ids()[0]), "distill",
+                                      Labelling)
+    assert labelling.part_names == ["back", "seat", "leg", "arm"]
+    assert (labelling.point_labels >= 0).all()
