@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .errors import PartsegError, StoreError
+from .errors import ModelError, PartsegError, StoreError
 from .store import Workspace, content_key, shape_scope
 
 # Bump a stage's number when its stored format or its math changes: old outputs are
@@ -94,7 +94,8 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
     """Compute and store ``stage`` for each shape whose inputs or parameters changed.
 
     ``inputs`` are the stages it reads (their keys enter its key); ``compute`` gets a
-    shape id and returns the record to store. A `PartsegError` fails that shape only.
+    shape id and returns the record to store. A `PartsegError` fails that shape only;
+    a `ModelError` stops the stage.
     """
     report = StageReport(stage)
     for shape_id in progress(shape_ids, desc=stage):
@@ -107,6 +108,8 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
             record = compute(shape_id)
             workspace.write(scope, stage, record, key=key, params=params)
             report.computed.append(shape_id)
+        except ModelError:
+            raise  # a model that cannot load fails every shape alike: stop at once
         except PartsegError as exc:
             report.failed[shape_id] = str(exc)
     return report
