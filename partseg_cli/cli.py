@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import click
 import typer
@@ -22,7 +23,10 @@ from .pipeline import StageReport
 
 if TYPE_CHECKING:
     from .distill import DistillConfig
+    from .shapes import ShapeSource
     from .store import Workspace
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="partseg",
@@ -39,6 +43,9 @@ Work = Annotated[Path, typer.Argument(help="Workspace folder (made by `partseg r
                                       show_default=False)]
 Shapes = Annotated[list[str] | None, typer.Option(
     "--shape-id", help="Only these shape ids (glob patterns allowed; repeatable).")]
+Shard = Annotated[str | None, typer.Option(
+    help="Only shard K of N (K/N, K from 0): every N-th shape in sorted order, e.g. "
+         "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute even if the stored "
                                      "output's inputs and parameters are unchanged.")]
 Device = Annotated[str, typer.Option(help="Torch device: auto (CUDA when present), cpu, "
@@ -100,6 +107,20 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
+def _discover_all(inputs: list[Path], shard: str | None
+                  ) -> tuple[list[ShapeSource], list[tuple[str, str]]]:
+    """Shape sources (and unusable files) under every input, restricted to a shard."""
+    from .shapes import discover
+
+    sources, problems = [], []
+    for path in inputs:
+        found, bad = discover(path)
+        sources += found
+        problems += bad
+    return (_in_shard(sources, shard, key=lambda s: s.shape_id),
+            _in_shard(problems, shard, key=lambda p: str(p[0])))
+
+
 def _floats(text: str | None, option: str) -> list[float] | None:
     if not text:
         return None
@@ -130,13 +151,13 @@ def render(
     png: Annotated[Path | None, typer.Option(help="Also write every view as PNG here.")] = None,
     backend: Annotated[str | None, typer.Option(
         help="Store backend of a new workspace: zarr (default) or hdf5.")] = None,
+    shard: Shard = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
 ) -> None:
     """Load shapes into the workspace and render each from several views."""
     from . import render as render_stage
-    from .shapes import discover
     from .store import Workspace
 
     config = render_stage.RenderConfig(
@@ -146,17 +167,16 @@ def render(
     for count, option in ((config.elevations, "--elevations"), (config.azimuths, "--azimuths")):
         if count is not None and len(count) != views:
             raise PartsegError(f"{option}: {len(count)} values given for {views} views")
-    sources, problems = [], []
-    for path in inputs:
-        found, bad = discover(path)
-        sources.extend(found)
-        problems.extend(bad)
+    sources, problems = _discover_all(inputs, shard)
     seen: dict[str, Path] = {}
     for source in sources:
         if source.shape_id in seen and seen[source.shape_id] != source.path:
             raise PartsegError(f"{source.path}: shape id {source.shape_id!r} is also used by "
                                f"{seen[source.shape_id]}; render them into separate workspaces")
         seen[source.shape_id] = source.path
+    if shard and not sources and not problems:
+        typer.echo(f"shard {shard}: no shapes in it", err=True)
+        return
     if not sources:
         details = "; ".join(f"{p}: {m}" for p, m in problems[:3])
         raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}"
@@ -188,12 +208,26 @@ def _parts(text: str | None) -> list[str] | None:
     return names
 
 
-def _open(work: Path, shape_ids: list[str] | None) -> tuple[Workspace, list[str]]:
+def _open(work: Path, shape_ids: list[str] | None, shard: str | None = None
+          ) -> tuple[Workspace, list[str]]:
     from .pipeline import select_shapes
     from .store import Workspace
 
     workspace = Workspace.open(work)
-    return workspace, select_shapes(workspace, shape_ids)
+    return workspace, _in_shard(select_shapes(workspace, shape_ids), shard)
+
+
+def _in_shard(items: list[T], shard: str | None, key: Callable[[T], str] = str) -> list[T]:
+    """The items of shard K/N: every N-th item in order of ``key``, starting at K."""
+    if shard is None:
+        return items
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+    except ValueError as exc:
+        raise PartsegError(f"--shard: expected K/N such as 3/10, got {shard!r}") from exc
+    if count < 1 or not 0 <= index < count:
+        raise PartsegError(f"--shard: need 0 <= K < N, got {shard!r}")
+    return sorted(items, key=key)[index::count]
 
 
 Teacher = Annotated[str, typer.Option(
@@ -221,6 +255,7 @@ def detect(
                                         "glip-like, weak, clean.")] = "glip-like",
     batch_size: Annotated[int, typer.Option(help="Views per forward pass.")] = 4,
     shape_id: Shapes = None,
+    shard: Shard = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -229,7 +264,7 @@ def detect(
     from . import detect as stage
     from .pipeline import resolve_device
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     config = stage.DetectConfig(teacher=teacher, model=model, parts=_parts(parts),
                                 prompt=prompt or stage.DEFAULT_TEMPLATE, threshold=threshold,
                                 preset=preset, seed=seed, batch_size=batch_size,
@@ -249,6 +284,7 @@ def sam_refine(
     model_type: Annotated[str, typer.Option(help="Architecture of --checkpoint: vit_h, "
                                             "vit_l or vit_b.")] = "vit_h",
     shape_id: Shapes = None,
+    shard: Shard = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -257,7 +293,7 @@ def sam_refine(
     from . import sam_refine as stage
     from .pipeline import resolve_device
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     config = stage.RefineConfig(model=model, checkpoint=str(checkpoint) if checkpoint else None,
                                 model_type=model_type, seed=seed, device=resolve_device(device))
     finish([stage.run(workspace, ids, config, force)])
@@ -277,12 +313,13 @@ def superpoints(
         help="Use the shape's own normals instead of re-estimating them with Open3D "
              "as PartSLIP does.")] = False,
     shape_id: Shapes = None,
+    shard: Shard = None,
     force: Force = False,
 ) -> None:
     """Oversegment every shape into superpoints (PartSLIP's cut pursuit)."""
     from . import superpoints as stage
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     config = stage.SuperpointConfig(k=k, regularization=regularization,
                                     color_weight=color_weight, min_size=min_size,
                                     use_shape_normals=use_shape_normals)
@@ -301,12 +338,13 @@ def backproject(
     min_pixels: Annotated[int, typer.Option(
         help="Smallest pixel-map component that becomes a knowledge unit.")] = 20,
     shape_id: Shapes = None,
+    shard: Shard = None,
     force: Force = False,
 ) -> None:
     """Lift 2D predictions onto the points as knowledge units (PartDistill Eq. 1-2)."""
     from . import backproject as stage
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     config = stage.BackprojectConfig(source=source, whole_object_fraction=whole_object_fraction,
                                      min_pixels=min_pixels)
     finish([stage.run(workspace, ids, config, force)])
@@ -320,12 +358,13 @@ def vote(
     instances: Annotated[bool, typer.Option(help="Also merge superpoints into instances.")
                          ] = True,
     shape_id: Shapes = None,
+    shard: Shard = None,
     force: Force = False,
 ) -> None:
     """PartSLIP voting: semantic and instance labels from the knowledge units."""
     from . import vote as stage
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     finish([stage.run(workspace, ids, stage.VoteConfig(threshold, instances), force)])
 
 
@@ -336,6 +375,7 @@ def export(
     method: Annotated[str, typer.Option(help="Which stored labelling: vote, distill, ...")
                       ] = "vote",
     shape_id: Shapes = None,
+    shard: Shard = None,
 ) -> None:
     """Write coloured PLY/GLB files per shape and one file per part."""
     from .export import export_shape
@@ -343,7 +383,7 @@ def export(
     from .records import Labelling, Shape
     from .store import shape_scope
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     report = StageReport("export")
     for sid in progress(ids, desc="export"):
         try:
@@ -376,13 +416,14 @@ def evaluate(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the report as CSV "
                                                  "here.")] = None,
     shape_id: Shapes = None,
+    shard: Shard = None,
 ) -> None:
     """Score a labelling against the ground truth: mIoU per part, category and overall."""
     import json
 
     from . import evaluate as stage
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     report, failed = stage.run(workspace, ids, method, pred, convention, teacher_2d)
     typer.echo(report.table())
     if json_out:
@@ -399,7 +440,7 @@ def evaluate(
 def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
               parts: str | None, sam: str | None, distill_mode: str, views: int,
               resolution: int, points: int, preset: str, backend: str | None, seed: int,
-              device: str, force: bool) -> None:
+              device: str, force: bool, shard: str | None = None) -> None:
     """Every stage in order over ``inputs``, cached; prints the evaluation when labelled."""
     from . import backproject as backproject_stage
     from . import detect as detect_stage
@@ -408,17 +449,15 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     from . import superpoints as superpoints_stage
     from . import vote as vote_stage
     from .pipeline import resolve_device
-    from .shapes import discover
     from .store import Workspace
 
     if distill_mode not in ("none", "tta", "pre"):
         raise PartsegError(f"--distill: choose none, tta or pre, not {distill_mode!r}")
     device = resolve_device(device)
-    sources, problems = [], []
-    for path in inputs:
-        found, bad = discover(path)
-        sources += found
-        problems += bad
+    sources, problems = _discover_all(inputs, shard)
+    if shard and not sources and not problems:
+        typer.echo(f"shard {shard}: no shapes in it", err=True)
+        return
     if not sources:
         raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}")
     workspace = Workspace.open(work, create=True, backend=backend)
@@ -492,6 +531,7 @@ def run_all(
     points: Points = 10000,
     preset: Preset = "glip-like",
     backend: Backend = None,
+    shard: Shard = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -502,7 +542,7 @@ def run_all(
     (with --distill), then evaluate when the shapes have ground truth.
     """
     _pipeline(inputs, work, teacher, model, parts, sam, distill, views, resolution, points,
-              preset, backend, seed, device, force)
+              preset, backend, seed, device, force, shard)
 
 
 def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
@@ -563,6 +603,7 @@ def distill(
     tau: Tau = 0.01,
     bd_weighting: BdWeighting = "part",
     shape_id: Shapes = None,
+    shard: Shard = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -578,7 +619,7 @@ def distill(
                   "glip-like", None, seed, device, force)
     if work is None:
         raise PartsegError("give a workspace (WORK) or a shape file (--shape FILE)")
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
                              bd_weighting, seed, device)
     finish([stage.run(workspace, ids, config, force, output=output, labels=labels)])
@@ -594,6 +635,7 @@ def rescore(
     lr: Lr = 1e-3,
     tau: Tau = 0.01,
     shape_id: Shapes = None,
+    shard: Shard = None,
     seed: Seed = 0,
     device: Device = "auto",
     force: Force = False,
@@ -604,7 +646,7 @@ def rescore(
     """
     from . import rescore as stage
 
-    workspace, ids = _open(work, shape_id)
+    workspace, ids = _open(work, shape_id, shard)
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, True, tau, "part",
                              seed, device)
     finish([stage.run(workspace, ids, config, force)])

@@ -351,3 +351,22 @@ def test_distill_one_shape_start_to_end(capsys, monkeypatch, chairs: Path, tmp_p
                                       Labelling)
     assert labelling.part_names == ["back", "seat", "leg", "arm"]
     assert (labelling.point_labels >= 0).all()
+
+
+def test_shards_split_the_shapes_between_array_tasks(capsys, monkeypatch, chairs: Path,
+                                                     tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    for task in range(3):
+        code, _, err = partseg(capsys, monkeypatch, "render", chairs, "--work", work,
+                               "--shard", f"{task}/3", *SMALL)
+        assert code == 0, err
+    assert len(Workspace.open(work).shape_ids()) == 4
+    computed = 0
+    for task in range(2):
+        code, _, err = partseg(capsys, monkeypatch, "superpoints", work, "--shard",
+                               f"{task}/2")
+        assert code == 0, err
+        computed += int(err.split("superpoints: ")[1].split(" computed")[0])
+    assert computed == 4
+    code, _, err = partseg(capsys, monkeypatch, "superpoints", work, "--shard", "2/2")
+    assert_one_line_error(code, err, "--shard")
