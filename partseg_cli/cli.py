@@ -107,18 +107,40 @@ def main() -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-def _discover_all(inputs: list[Path], shard: str | None
-                  ) -> tuple[list[ShapeSource], list[tuple[str, str]]]:
-    """Shape sources (and unusable files) under every input, restricted to a shard."""
+def _load_inputs(inputs: list[Path], work: Path, backend: str | None, points: int, seed: int,
+                 force: bool, shard: str | None
+                 ) -> tuple[Workspace, list[ShapeSource], StageReport] | None:
+    """Discover the shapes under ``inputs`` (restricted to a shard) and load them into
+    the workspace. Returns None for an empty shard; unusable files are listed as
+    failures in the returned report."""
+    from .render import ingest
     from .shapes import discover
+    from .store import Workspace
 
     sources, problems = [], []
     for path in inputs:
         found, bad = discover(path)
         sources += found
         problems += bad
-    return (_in_shard(sources, shard, key=lambda s: s.shape_id),
-            _in_shard(problems, shard, key=lambda p: str(p[0])))
+    sources = _in_shard(sources, shard, key=lambda s: s.shape_id)
+    problems = _in_shard(problems, shard, key=lambda p: str(p[0]))
+    seen: dict[str, Path] = {}
+    for source in sources:
+        if seen.setdefault(source.shape_id, source.path) != source.path:
+            raise PartsegError(f"{source.path}: shape id {source.shape_id!r} is also used by "
+                               f"{seen[source.shape_id]}; load them into separate workspaces")
+    if shard and not sources and not problems:
+        typer.echo(f"shard {shard}: no shapes in it", err=True)
+        return None
+    if not sources:
+        details = "; ".join(f"{p}: {m}" for p, m in problems[:3])
+        raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}"
+                           + (f" ({details})" if details else ""))
+    workspace = Workspace.open(work, create=True, backend=backend)
+    report = ingest(workspace, sources, points, seed, force)
+    for path, problem in problems:
+        report.failed[Path(path).name] = f"{path}: {problem}"
+    return workspace, sources, report
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
@@ -158,7 +180,6 @@ def render(
 ) -> None:
     """Load shapes into the workspace and render each from several views."""
     from . import render as render_stage
-    from .store import Workspace
 
     config = render_stage.RenderConfig(
         n_views=views, resolution=resolution, elevations=_floats(elevations, "--elevations"),
@@ -167,27 +188,12 @@ def render(
     for count, option in ((config.elevations, "--elevations"), (config.azimuths, "--azimuths")):
         if count is not None and len(count) != views:
             raise PartsegError(f"{option}: {len(count)} values given for {views} views")
-    sources, problems = _discover_all(inputs, shard)
-    seen: dict[str, Path] = {}
-    for source in sources:
-        if source.shape_id in seen and seen[source.shape_id] != source.path:
-            raise PartsegError(f"{source.path}: shape id {source.shape_id!r} is also used by "
-                               f"{seen[source.shape_id]}; render them into separate workspaces")
-        seen[source.shape_id] = source.path
-    if shard and not sources and not problems:
-        typer.echo(f"shard {shard}: no shapes in it", err=True)
+    loaded = _load_inputs(inputs, work, backend, points, seed, force, shard)
+    if loaded is None:
         return
-    if not sources:
-        details = "; ".join(f"{p}: {m}" for p, m in problems[:3])
-        raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}"
-                           + (f" ({details})" if details else ""))
-    workspace = Workspace.open(work, create=True, backend=backend)
-    loaded = render_stage.ingest(workspace, sources, points, seed, force)
-    for path, problem in problems:
-        loaded.failed[Path(path).name] = f"{path}: {problem}"
-    ok = [s.shape_id for s in sources if s.shape_id not in loaded.failed]
-    rendered = render_stage.run(workspace, ok, config, force)
-    finish([loaded, rendered])
+    workspace, sources, ingested = loaded
+    ok = [s.shape_id for s in sources if s.shape_id not in ingested.failed]
+    finish([ingested, render_stage.run(workspace, ok, config, force)])
 
 
 @app.command()
@@ -449,21 +455,15 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     from . import superpoints as superpoints_stage
     from . import vote as vote_stage
     from .pipeline import resolve_device
-    from .store import Workspace
 
     if distill_mode not in ("none", "tta", "pre"):
         raise PartsegError(f"--distill: choose none, tta or pre, not {distill_mode!r}")
     device = resolve_device(device)
-    sources, problems = _discover_all(inputs, shard)
-    if shard and not sources and not problems:
-        typer.echo(f"shard {shard}: no shapes in it", err=True)
+    loaded = _load_inputs(inputs, work, backend, points, seed, force, shard)
+    if loaded is None:
         return
-    if not sources:
-        raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}")
-    workspace = Workspace.open(work, create=True, backend=backend)
-    reports = [render_stage.ingest(workspace, sources, points, seed, force)]
-    for path, problem in problems:
-        reports[0].failed[Path(path).name] = f"{path}: {problem}"
+    workspace, sources, first = loaded
+    reports = [first]
 
     def alive() -> list[str]:
         dead = {sid for report in reports for sid in report.failed}
