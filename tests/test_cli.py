@@ -370,3 +370,18 @@ def test_shards_split_the_shapes_between_array_tasks(capsys, monkeypatch, chairs
     assert computed == 4
     code, _, err = partseg(capsys, monkeypatch, "superpoints", work, "--shard", "2/2")
     assert_one_line_error(code, err, "--shard")
+
+
+def test_pre_alignment_refuses_mixed_part_lists(capsys, monkeypatch, chairs: Path,
+                                                tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
+                           "--teacher", "simulated", *SMALL)
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "simulated",
+                           "--parts", "back,seat", "--shape-id", "Chair_chair1")
+    assert code == 0, err
+    assert partseg(capsys, monkeypatch, "backproject", work)[0] == 0
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--epochs", "3")
+    assert_one_line_error(code, err, "Chair_chair1", "part names")
