@@ -707,7 +707,16 @@ def remap_labels(labels: np.ndarray, from_names: list[str], to_names: list[str],
     return lut[labels]  # index -1 picks the trailing -1
 
 
-def _read_pred_file(pred: Path, shape_id: str, several: bool) -> np.ndarray:
+def _check_pred_path(pred: Path, n_shapes: int) -> None:
+    """Refuse, once for the whole run, a ``--pred`` path that cannot serve these shapes."""
+    if not pred.exists():
+        raise InputError(pred, "no such file or folder")
+    if not pred.is_dir() and n_shapes > 1:
+        raise InputError(pred, f"one label file given for {n_shapes} shapes; pass a folder "
+                               "of <shape_id>.npy/.txt or select one shape with --shape-id")
+
+
+def _read_pred_file(pred: Path, shape_id: str) -> np.ndarray:
     """(N,) int labels for ``shape_id`` from a .npy / text file or a folder of them."""
     path = pred
     if pred.is_dir():
@@ -716,11 +725,6 @@ def _read_pred_file(pred: Path, shape_id: str, several: bool) -> np.ndarray:
         if not found:
             raise InputError(pred, f"no {shape_id}.npy or {shape_id}.txt in this folder")
         path = found[0]
-    elif several:
-        raise InputError(pred, "one label file given for several shapes; pass a folder of "
-                               "<shape_id>.npy/.txt or select one shape")
-    elif not pred.is_file():
-        raise InputError(pred, "no such file or folder")
     try:
         labels = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64,
                                                                            ndmin=1)
@@ -827,6 +831,8 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
     if convention not in CONVENTIONS:
         raise PartsegError(f"unknown evaluation convention {convention!r}; "
                            f"choose one of {', '.join(CONVENTIONS)}")
+    if pred is not None:
+        _check_pred_path(pred, len(shape_ids))
     items, failed = [], {}
     scores_2d: dict[str, dict[str, list[float]]] = {}
     for shape_id in shape_ids:
@@ -834,8 +840,7 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
         try:
             shape = workspace.read_record(scope, "shape", Shape)
             if pred is not None:
-                labelling = Labelling(point_labels=_read_pred_file(pred, shape_id,
-                                                                   len(shape_ids) > 1))
+                labelling = Labelling(point_labels=_read_pred_file(pred, shape_id))
             else:
                 labelling = workspace.read_record(scope, method, Labelling)
             item = shape_eval(shape, labelling)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -385,3 +386,29 @@ def test_pre_alignment_refuses_mixed_part_lists(capsys, monkeypatch, chairs: Pat
     code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
                            "--epochs", "3")
     assert_one_line_error(code, err, "Chair_chair1", "part names")
+
+
+def test_evaluate_label_files(capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
+    work = tmp_path / "ws"
+    assert partseg(capsys, monkeypatch, "render", chairs, "--work", work, *SMALL)[0] == 0
+    workspace = Workspace.open(work)
+    ids = workspace.shape_ids()
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for sid in ids:  # the ground truth itself, so every shape scores 100
+        labels = workspace.read(shape_scope(sid), "shape").arrays["point_labels"]
+        np.save(preds / f"{sid}.npy", labels)
+    code, out, _ = partseg(capsys, monkeypatch, "evaluate", work, "--pred", preds,
+                           "--json", tmp_path / "m.json")
+    assert code == 0, out
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["overall"]["points"]["miou"] == 1.0
+    assert report["categories"]["Chair"]["points"]["part_count"]["seat"] == len(ids)
+    code, _, err = partseg(capsys, monkeypatch, "evaluate", work, "--pred", tmp_path / "no.npy")
+    assert_one_line_error(code, err, "no.npy", "no such file")
+    code, _, err = partseg(capsys, monkeypatch, "evaluate", work, "--pred",
+                           preds / f"{ids[0]}.npy")
+    assert_one_line_error(code, err, f"{ids[0]}.npy", f"{len(ids)} shapes")
+    code, out, _ = partseg(capsys, monkeypatch, "evaluate", work, "--pred",
+                           preds / f"{ids[0]}.npy", "--shape-id", ids[0])
+    assert code == 0 and "100.0" in out
