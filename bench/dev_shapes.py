@@ -221,6 +221,10 @@ def evaluate(items: list[DevItem], config: DistillConfig, with_2d: bool = True
             result = distill_tta(item.shape, item.units, n_parts, cfg)
             times.append(time.perf_counter() - t)
             scores.append(miou(result.point_labels, gt, n_parts))
+            if backward and result.bd_epoch is not None:
+                # When BD started (0-based epoch): a student re-scoring before it has
+                # learnt the thin parts gives their right units low C_bd.
+                rows.setdefault("tta bd epoch", []).append(result.bd_epoch)
             if backward and with_2d and result.rescored_confidence is not None:
                 rows.setdefault("2d before", []).append(teacher_2d(item, item.units.confidence))
                 rows.setdefault("2d after tta", []).append(
@@ -234,6 +238,8 @@ def evaluate(items: list[DevItem], config: DistillConfig, with_2d: bool = True
         rows.setdefault("pre s", []).append(time.perf_counter() - t)
         rows[name] = [miou(r.point_labels, g, n_parts) for r, g in zip(results, gts,
                                                                       strict=True)]
+        if backward and results[0].bd_epoch is not None:
+            rows["pre bd epoch"] = [results[0].bd_epoch]
         if backward and with_2d:
             rows["2d after pre"] = [teacher_2d(i, r.rescored_confidence)
                                     for i, r in zip(items, results, strict=True)

@@ -8,13 +8,15 @@ original pixels in, `records.Masks` at image size out):
 - `checkpoint`: an official `segment_anything` .pth file (`sam_model_registry`), which
   needs the optional extra `pip install 'partseg[sam]'` and torchvision.
 
-For every view the image embedding is computed once and all of that view's boxes go
-through the mask decoder in one batch; of SAM's three candidate masks per box the one
-with the highest predicted IoU is kept, and that prediction is the mask's score.
+For every view the image embedding is computed once and that view's boxes go through
+the mask decoder in batches (at most POSTPROCESS_CHUNK masks are upsampled to full size
+at a time); of SAM's three candidate masks per box the one with the highest predicted
+IoU is kept, and that prediction is the mask's score.
 """
 
 from __future__ import annotations
 
+import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,6 @@ from partseg_cli.records import Boxes, Masks, Shape
 from partseg_cli.store import Workspace, shape_scope
 
 DEFAULT_SAM_MODEL = "facebook/sam-vit-base"
-SAM_INSTALL = "pip install 'partseg[sam]' torchvision"
 POSTPROCESS_CHUNK = 16  # boxes upsampled to full resolution at a time (bounds memory)
 
 
@@ -105,20 +106,32 @@ class SegmentAnythingRefiner(Refiner):
         self.predictor.set_image(image)  # RGB HWC uint8, embedding computed once here
         box = self.predictor.transform.apply_boxes_torch(
             torch.as_tensor(xyxy, device=self.predictor.device), image.shape[:2])
-        masks, iou, _ = self.predictor.predict_torch(point_coords=None, point_labels=None,
-                                                     boxes=box, multimask_output=True)
-        best = iou.argmax(dim=1)
-        rows = torch.arange(len(best), device=best.device)
-        return masks[rows, best].cpu().numpy(), iou[rows, best].float().cpu().numpy()
+        masks, scores = [], []
+        # predict_torch upsamples all three candidates of every box to 1024 px and then to
+        # image size before we pick one, so the boxes go through in chunks to bound memory
+        for i in range(0, len(box), POSTPROCESS_CHUNK):
+            chunk, iou, _ = self.predictor.predict_torch(
+                point_coords=None, point_labels=None, boxes=box[i:i + POSTPROCESS_CHUNK],
+                multimask_output=True)  # chunk (b, 3, H, W) bool, iou (b, 3)
+            best = iou.argmax(dim=1)
+            rows = torch.arange(len(best), device=best.device)
+            masks.append(chunk[rows, best].cpu())
+            scores.append(iou[rows, best].float().cpu())
+        return torch.cat(masks).numpy(), torch.cat(scores).numpy()
 
 
 def _load_segment_anything(checkpoint: str, model_type: str, device: torch.device) -> Refiner:
     try:
         from segment_anything import sam_model_registry
-    except ImportError as err:
-        raise ModelError(f"a SAM checkpoint file needs the segment_anything package ({err}); "
-                         f"install it with `{SAM_INSTALL}`, or use a transformers SAM model "
-                         "instead") from err
+    except (ImportError, RuntimeError, OSError) as err:
+        # segment_anything imports torchvision; a torchvision built for another torch
+        # fails with RuntimeError ("operator torchvision::nms does not exist") or OSError
+        first_line = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ModelError(f"a SAM checkpoint file needs the segment_anything package and a "
+                         f"torchvision matching torch {torch.__version__} ({first_line}); "
+                         "install them with `pip install 'partseg[sam]'` and the torchvision "
+                         "built for your torch (DEVELOPERS.md, 'SAM checkpoints'), or use a "
+                         "transformers SAM model instead") from err
     if model_type not in sam_model_registry:
         raise ModelError(f"unknown SAM model type {model_type!r}; valid types: "
                          f"{', '.join(sorted(sam_model_registry))}")
@@ -126,18 +139,55 @@ def _load_segment_anything(checkpoint: str, model_type: str, device: torch.devic
     if not path.is_file():
         raise ModelError(f"SAM checkpoint {checkpoint} does not exist; download one of the "
                          "official sam_vit_*.pth files from the segment-anything repository")
-    sam = sam_model_registry[model_type]()  # built empty; loaded below onto the CPU first
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise ModelError(f"{checkpoint}: not a readable SAM checkpoint ({err})") from err
-    missing, unexpected = sam.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelError(
-            f"{checkpoint} does not match SAM model type {model_type!r} ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected weights, e.g. {(missing or unexpected)[0]}); pass "
-            "the model type it was trained as (vit_h, vit_l or vit_b)")
+    except pickle.UnpicklingError as err:
+        # torch's own message here is a paragraph about weights_only, which is not the fix
+        raise ModelError(f"{checkpoint}: not a SAM checkpoint (not a plain PyTorch file of "
+                         "weights)") from err
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        first_line = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ModelError(f"{checkpoint}: not a readable SAM checkpoint ({first_line})") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ModelError(f"{checkpoint}: not a SAM checkpoint (expected a state dict of "
+                         "tensors, as in the official sam_vit_*.pth files)")
+    sam = sam_model_registry[model_type]()  # built empty; loaded below onto the CPU first
+    problem = _state_mismatch(sam.state_dict(), state)
+    if problem:
+        actual = _checkpoint_type(state)
+        hint = (f"it is a {actual} checkpoint: pass --model-type {actual}" if actual else
+                "pass the model type it was trained as with --model-type")
+        raise ModelError(f"{checkpoint} does not match SAM model type {model_type!r} "
+                         f"({problem}); {hint}")
+    sam.load_state_dict(state)
     return SegmentAnythingRefiner(sam, device, model_type)
+
+
+# Width of the image encoder of each official SAM (segment_anything/build_sam.py), to name
+# the model type a mismatching checkpoint was trained as.
+_ENCODER_WIDTH_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+_ENCODER_WEIGHT = "image_encoder.patch_embed.proj.weight"
+
+
+def _state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+                    ) -> str | None:
+    """None when ``state`` has exactly the names and shapes of ``expected``, else a short
+    description of the difference (load_state_dict would raise one line per weight)."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    resized = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
+    if not (missing or unexpected or resized):
+        return None
+    return "; ".join(f"{len(names)} {what} weights, e.g. {names[0]}" for names, what in
+                     ((missing, "missing"), (unexpected, "unexpected"),
+                      (sorted(resized), "differently shaped")) if names)
+
+
+def _checkpoint_type(state: dict[str, torch.Tensor]) -> str | None:
+    """The official model type whose image encoder width ``state`` has, if any."""
+    weight = state.get(_ENCODER_WEIGHT)
+    return None if weight is None else _ENCODER_WIDTH_TYPE.get(weight.shape[0])
 
 
 def load_refiner(model: str | None = None, checkpoint: str | None = None,

@@ -1,6 +1,9 @@
-"""SAM box -> mask refinement with a tiny random transformers SAM."""
+"""SAM box -> mask refinement: a tiny random transformers SAM, and a random official
+segment_anything vit_b checkpoint where segment_anything and torchvision import."""
 
 import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,11 +66,20 @@ def test_box_on_missing_view(refiner, views):
         refiner.refine(views, _boxes([2], [[0, 0, 5, 5]]))
 
 
-def test_checkpoint_without_segment_anything(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "segment_anything", None)  # import fails as if absent
+class _TorchvisionForAnotherTorch(types.ModuleType):
+    """segment_anything as it imports beside a torchvision built for another torch."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+
+@pytest.mark.parametrize("module", [None, _TorchvisionForAnotherTorch("segment_anything")],
+                         ids=["absent", "mismatched-torchvision"])
+def test_checkpoint_without_segment_anything(tmp_path, monkeypatch, module):
+    monkeypatch.setitem(sys.modules, "segment_anything", module)  # None: import fails
     ckpt = tmp_path / "sam_vit_b.pth"
     ckpt.write_bytes(b"")
-    with pytest.raises(ModelError, match=r"pip install 'partseg\[sam\]'"):
+    with pytest.raises(ModelError, match=r"pip install 'partseg\[sam\]'.*DEVELOPERS.md"):
         sam_refine.load_refiner(checkpoint=str(ckpt), model_type="vit_b")
 
 
@@ -78,3 +90,73 @@ def test_bad_model_arguments(tmp_path):
         sam_refine.load_refiner(model=str(tmp_path))
     with pytest.raises(ModelError, match="not both"):
         sam_refine.load_refiner(model="facebook/sam-vit-base", checkpoint="x.pth")
+
+
+@pytest.mark.slow
+def test_official_checkpoint_through_the_cli(capsys, monkeypatch, tmp_path):
+    """`partseg sam-refine --checkpoint` with a real (random) official vit_b file: one
+    view, so the ViT-B image encoder runs once (~10-30 s on CPU)."""
+    segment_anything = pytest.importorskip("segment_anything")
+    pytest.importorskip("torchvision")  # segment_anything's transforms import it
+    from partseg_cli import cli
+    from partseg_cli.store import Workspace, shape_scope
+
+    def partseg(*args: object) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["partseg", *map(str, args)])
+        monkeypatch.setenv("PARTSEG_NO_PROGRESS", "1")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        return int(exit_info.value.code or 0), capsys.readouterr().err
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "sam_vit_b.pth"  # the format of the official sam_vit_b_01ec64.pth
+    torch.save(segment_anything.sam_model_registry["vit_b"]().state_dict(), checkpoint)
+    work = tmp_path / "ws"
+    chair = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs" / "Chair" / "chair0.off"
+    code, err = partseg("run", chair, "--work", work, "--teacher", "simulated", "--parts",
+                        "back,seat,leg,arm", "--views", "1", "--resolution", "64",
+                        "--points", "500")
+    assert code == 0, err
+
+    loaded: list[sam_refine.Refiner] = []
+    load = sam_refine.load_refiner
+    monkeypatch.setattr(sam_refine, "load_refiner",
+                        lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
+    monkeypatch.setattr(sam_refine, "POSTPROCESS_CHUNK", 2)  # several chunks in one view
+    code, err = partseg("sam-refine", work, "--checkpoint", checkpoint, "--model-type", "vit_b",
+                        "--device", "cpu")
+    assert code == 0 and "sam-refine: 1 computed" in err, err
+    workspace = Workspace.open(work)
+    scope = shape_scope(workspace.shape_ids()[0])
+    boxes = workspace.read_record(scope, "detect", records.Boxes)
+    masks = workspace.read_record(scope, "sam-refine", records.Masks)
+    assert len(boxes) > 2  # else the chunking above is not exercised
+    assert masks.masks.shape == (len(boxes), 64, 64) and masks.masks.dtype == bool
+    assert masks.scores.shape == (len(boxes),) and masks.scores.dtype == np.float32
+    assert masks.refiner == "segment_anything:vit_b"
+
+    # Each stored mask is, of SAM's three candidates for its box alone, the one with the
+    # highest predicted IoU. The predictor still holds the embedding of the only view.
+    predictor = loaded[0].predictor
+    for i, xyxy in enumerate(boxes.xyxy):
+        box = predictor.transform.apply_boxes_torch(torch.as_tensor(xyxy[None]), (64, 64))
+        with torch.inference_mode():
+            candidates, iou, _ = predictor.predict_torch(None, None, boxes=box,
+                                                         multimask_output=True)
+        best = int(iou[0].argmax())
+        np.testing.assert_array_equal(masks.masks[i], candidates[0, best].numpy())
+        np.testing.assert_allclose(masks.scores[i], iou[0, best].item(), atol=1e-5)
+
+    code, err = partseg("backproject", work, "--source", "masks")
+    assert code == 0, err
+    assert workspace.info(scope, "backproject")["params"]["source"] == "masks"
+    code, err = partseg("vote", work)
+    assert code == 0, err
+
+    code, err = partseg("sam-refine", work, "--checkpoint", checkpoint, "--model-type", "vit_l",
+                        "--force")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "does not match SAM model type 'vit_l'" in lines[0]
+    assert "pass --model-type vit_b" in lines[0]
