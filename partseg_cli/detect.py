@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from partseg_cli import records
-from partseg_cli.errors import ModelError, PartsegError
+from partseg_cli.errors import ModelError, PartsegError, first_line
 from partseg_cli.pipeline import StageReport, resolve_device, run_per_shape
 from partseg_cli.records import Boxes, PixelMaps, Shape
 from partseg_cli.store import Workspace, shape_scope
@@ -147,12 +147,11 @@ def from_pretrained(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(str(Path(name).expanduser()) if _looks_like_path(name)
                                    else name, **kwargs)
     except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
-            f"cannot load {what} model {name!r} ({first}). Supply it as a Hugging Face model "
-            "id (downloaded once with network access, then read from the cache in $HF_HOME, "
-            "default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use the cache only) or as a "
-            "local folder written by save_pretrained"
+            f"cannot load {what} model {name!r} ({first_line(err)}). Supply it as a Hugging "
+            "Face model id (downloaded once with network access, then read from the cache in "
+            "$HF_HOME, default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use the cache "
+            "only) or as a local folder written by save_pretrained"
         ) from err
 
 

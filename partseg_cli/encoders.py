@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ModelError, state_dict_mismatch
 
 # Distance-matrix entries per chunk in `knn`: bounds memory at ~32 MB of float32.
 _KNN_CHUNK_ELEMENTS = 8_000_000
@@ -229,22 +229,10 @@ def load_state(module: nn.Module, checkpoint: str | Path, device: str) -> None:
             state = state[key]
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a state_dict (found {type(state).__name__})")
-    expected = module.state_dict()
-    problems = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        problems.append("missing " + ", ".join(missing))
-    if unexpected:
-        problems.append("unexpected " + ", ".join(unexpected))
-    for name in sorted(set(expected) & set(state)):
-        got = tuple(getattr(state[name], "shape", ()))
-        want = tuple(expected[name].shape)
-        if got != want:
-            problems.append(f"{name} has shape {got}, expected {want}")
-    if problems:
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem:
         raise ModelError(f"{path}: does not match the {type(module).__name__} encoder: "
-                         + "; ".join(problems))
+                         f"{problem}")
     module.load_state_dict(state)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 class PartsegError(Exception):
@@ -26,3 +28,35 @@ class StoreError(PartsegError):
 
 class ModelError(PartsegError):
     """A model that cannot be found or loaded; the message says how to supply it."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): library
+    errors can run to paragraphs, and ours must stay on one line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def state_dict_mismatch(expected: Mapping[str, Any], state: Mapping[str, Any],
+                        show: int = 3) -> str | None:
+    """None when ``state`` has exactly the names and tensor shapes of ``expected``, else
+    one line naming the differences (at most ``show`` of each kind; a big model's
+    mismatch would otherwise list hundreds of weights)."""
+    def some(names: list[str]) -> str:
+        more = f" and {len(names) - show} more" if len(names) > show else ""
+        return ", ".join(names[:show]) + more
+
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    resized = [(name, tuple(getattr(state[name], "shape", ())), tuple(expected[name].shape))
+               for name in sorted(expected.keys() & state.keys())]
+    resized = [(name, got, want) for name, got, want in resized if got != want]
+    problems = []
+    if missing:
+        problems.append(f"missing {some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {some(unexpected)}")
+    problems += [f"{name} has shape {got}, expected {want}" for name, got, want in resized[:show]]
+    if len(resized) > show:
+        problems.append(f"{len(resized) - show} more differently shaped")
+    return "; ".join(problems) or None

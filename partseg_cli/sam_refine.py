@@ -27,7 +27,7 @@ import torch
 
 from partseg_cli import records
 from partseg_cli.detect import from_pretrained, torch_device
-from partseg_cli.errors import ModelError, PartsegError
+from partseg_cli.errors import ModelError, PartsegError, first_line, state_dict_mismatch
 from partseg_cli.pipeline import StageReport, run_per_shape
 from partseg_cli.records import Boxes, Masks, Shape
 from partseg_cli.store import Workspace, shape_scope
@@ -126,9 +126,8 @@ def _load_segment_anything(checkpoint: str, model_type: str, device: torch.devic
     except (ImportError, RuntimeError, OSError) as err:
         # segment_anything imports torchvision; a torchvision built for another torch
         # fails with RuntimeError ("operator torchvision::nms does not exist") or OSError
-        first_line = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise ModelError(f"a SAM checkpoint file needs the segment_anything package and a "
-                         f"torchvision matching torch {torch.__version__} ({first_line}); "
+                         f"torchvision matching torch {torch.__version__} ({first_line(err)}); "
                          "install them with `pip install 'partseg[sam]'` and the torchvision "
                          "built for your torch (DEVELOPERS.md, 'SAM checkpoints'), or use a "
                          "transformers SAM model instead") from err
@@ -146,14 +145,14 @@ def _load_segment_anything(checkpoint: str, model_type: str, device: torch.devic
         raise ModelError(f"{checkpoint}: not a SAM checkpoint (not a plain PyTorch file of "
                          "weights)") from err
     except (OSError, RuntimeError, ValueError, EOFError) as err:
-        first_line = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise ModelError(f"{checkpoint}: not a readable SAM checkpoint ({first_line})") from err
+        raise ModelError(f"{checkpoint}: not a readable SAM checkpoint "
+                         f"({first_line(err)})") from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise ModelError(f"{checkpoint}: not a SAM checkpoint (expected a state dict of "
                          "tensors, as in the official sam_vit_*.pth files)")
     sam = sam_model_registry[model_type]()  # built empty; loaded below onto the CPU first
-    problem = _state_mismatch(sam.state_dict(), state)
+    problem = state_dict_mismatch(sam.state_dict(), state)
     if problem:
         actual = _checkpoint_type(state)
         hint = (f"it is a {actual} checkpoint: pass --model-type {actual}" if actual else
@@ -168,20 +167,6 @@ def _load_segment_anything(checkpoint: str, model_type: str, device: torch.devic
 # the model type a mismatching checkpoint was trained as.
 _ENCODER_WIDTH_TYPE = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 _ENCODER_WEIGHT = "image_encoder.patch_embed.proj.weight"
-
-
-def _state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
-                    ) -> str | None:
-    """None when ``state`` has exactly the names and shapes of ``expected``, else a short
-    description of the difference (load_state_dict would raise one line per weight)."""
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    resized = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
-    if not (missing or unexpected or resized):
-        return None
-    return "; ".join(f"{len(names)} {what} weights, e.g. {names[0]}" for names, what in
-                     ((missing, "missing"), (unexpected, "unexpected"),
-                      (sorted(resized), "differently shaped")) if names)
 
 
 def _checkpoint_type(state: dict[str, torch.Tensor]) -> str | None:
