@@ -165,6 +165,7 @@ class KnowledgeUnits:
     view: np.ndarray  # (K,) int32 view the unit comes from
     source_index: np.ndarray  # (K,) int32 index of the box / component it came from
     rescored_confidence: np.ndarray | None = None  # (K,) float32 C_bd after rescoring
+    part_probs: np.ndarray | None = None  # (K, P) float32 Y^d: the teacher's per-part scores
     source: str = ""  # "boxes", "masks" or "pixels"
 
     def __len__(self) -> int:
@@ -182,6 +183,7 @@ class Labelling:
     face_labels: np.ndarray | None = None  # (F,) int32 for meshes
     part_names: list[str] = field(default_factory=list)
     method: str = ""
+    training_shape: bool = False  # the method learned from this shape: never scored as test
 
 
 # --- generic (de)serialisation ------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Few-shot and cross-category adaptation methods behind `partseg adapt --method ...`."""

@@ -1,0 +1,135 @@
+"""Saved models: one folder per trained network, shared by every method that trains one.
+
+The trained 2D teacher, PartDistill's pre-aligned student, PartSTAD's weight network and
+BiPart's extractor are all saved the same way, so that a model trained in one workspace
+is applied in another without retraining:
+
+    <folder>/model.json          {"format": 1, "kind": ..., "key": ..., "meta": {...}}
+    <folder>/weights.safetensors the state_dict (safetensors: loading runs no code)
+
+``kind`` names what the folder holds (``"teacher2d"``, ``"partdistill-student"``, ...);
+``key`` is a content hash of what the model depends on (training shapes' keys, config),
+so callers can tell a stale model from a current one; ``meta`` is free JSON (part names,
+config, encoder, training shape ids). A folder is written beside its final place and
+renamed into it, so a killed save leaves either the old model or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ModelError, first_line
+
+if TYPE_CHECKING:  # torch is imported only by the functions that need it
+    import torch
+
+FORMAT = 1
+MODEL_JSON = "model.json"
+WEIGHTS = "weights.safetensors"
+
+
+@dataclass
+class SavedModel:
+    """A model folder's contents: what it is, its content key, metadata and weights."""
+
+    kind: str
+    key: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def resolve_model_path(name: str | Path, workspace_root: Path | None = None) -> Path:
+    """Where a model named on the command line lives.
+
+    An existing path (absolute, or relative to the current directory) wins; otherwise a
+    name is looked up inside the workspace, so ``--student chair-v1`` finds
+    ``W/chair-v1`` and ``--student ../chairs/chair-v1`` finds ``W/../chairs/chair-v1``.
+    """
+    path = Path(name).expanduser()
+    if path.exists() or workspace_root is None or path.is_absolute():
+        return path
+    return workspace_root / path
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / MODEL_JSON).is_file()
+
+
+def save_model(path: Path, model: SavedModel | None = None, *, kind: str = "", key: str = "",
+               meta: Mapping[str, Any] | None = None,
+               state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write a model folder atomically (replacing an older model of any kind there).
+
+    Refuses to overwrite a folder that exists and is not a model folder, so a typo in
+    ``--out`` cannot wipe a user's data.
+    """
+    from safetensors.torch import save_file
+
+    if model is not None:
+        kind, key, meta, state_dict = model.kind, model.key, model.meta, model.state_dict
+    if not kind:
+        raise ValueError("a saved model needs a kind")
+    path = Path(path)
+    if path.exists() and not is_model_folder(path):
+        if not path.is_dir() or any(path.iterdir()):
+            raise ModelError(f"{path}: exists and is not a partseg model folder; "
+                             "choose another path or remove it")
+    tensors = {name: value.detach().to("cpu").contiguous()
+               for name, value in (state_dict or {}).items()}
+    document = {"format": FORMAT, "kind": kind, "key": key, "meta": dict(meta or {})}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            save_file(tensors, str(tmp / WEIGHTS))
+            (tmp / MODEL_JSON).write_text(json.dumps(document, indent=1, sort_keys=True))
+            old = None
+            if path.exists():
+                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                path.rename(old)
+            tmp.rename(path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as err:
+        raise ModelError(f"{path}: cannot save the model ({first_line(err)})") from None
+    return path
+
+
+def load_model(path: str | Path, kind: str | None = None, device: str = "cpu") -> SavedModel:
+    """Read a model folder; one-line ModelError for a missing, foreign or corrupt one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model folder")
+    if not is_model_folder(path):
+        raise ModelError(f"{path}: not a partseg model folder (no {MODEL_JSON})")
+    try:
+        document = json.loads((path / MODEL_JSON).read_text())
+        if not isinstance(document, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{path / MODEL_JSON}: unreadable ({first_line(err)})") from None
+    if document.get("format") != FORMAT:
+        raise ModelError(f"{path}: model format {document.get('format')!r} is not supported "
+                         f"(this partseg reads format {FORMAT})")
+    if kind is not None and document.get("kind") != kind:
+        raise ModelError(f"{path}: holds a {document.get('kind')!r} model, expected {kind!r}")
+    try:
+        state = load_file(str(path / WEIGHTS), device=device)
+    except Exception as err:  # safetensors raises its own error types for a corrupt file
+        raise ModelError(f"{path / WEIGHTS}: corrupt or unreadable ({first_line(err)})") from None
+    return SavedModel(kind=str(document["kind"]), key=str(document.get("key", "")),
+                      meta=dict(document.get("meta") or {}), state_dict=state, path=path)

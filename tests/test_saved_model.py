@@ -1,0 +1,72 @@
+"""Saved model folders: round trip, atomic replace, and one-line refusals."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from partseg_cli.errors import ModelError
+from partseg_cli.saved_model import (
+    SavedModel,
+    is_model_folder,
+    load_model,
+    resolve_model_path,
+    save_model,
+)
+
+
+def _model() -> SavedModel:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    return SavedModel(kind="demo", key="abc", meta={"part_names": ["a", "b", "c"]},
+                      state_dict=net.state_dict())
+
+
+def test_round_trip(tmp_path: Path):
+    model = _model()
+    save_model(tmp_path / "m", model)
+    loaded = load_model(tmp_path / "m", kind="demo")
+    assert loaded.key == "abc" and loaded.meta["part_names"] == ["a", "b", "c"]
+    for name, value in model.state_dict.items():
+        assert torch.equal(loaded.state_dict[name], value)
+
+
+def test_replace_keeps_one_model(tmp_path: Path):
+    save_model(tmp_path / "m", _model())
+    save_model(tmp_path / "m", kind="demo", key="new", meta={}, state_dict={})
+    assert load_model(tmp_path / "m").key == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_refuses_foreign_folder_and_kind(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keep.txt").write_text("user data")
+    with pytest.raises(ModelError, match="not a partseg model folder"):
+        save_model(data, _model())
+    assert (data / "keep.txt").read_text() == "user data"
+    with pytest.raises(ModelError, match="not a partseg model folder"):
+        load_model(data)
+    save_model(tmp_path / "m", _model())
+    with pytest.raises(ModelError, match="expected 'other'"):
+        load_model(tmp_path / "m", kind="other")
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_model(tmp_path / "missing")
+
+
+def test_corrupt_weights_are_one_line(tmp_path: Path):
+    save_model(tmp_path / "m", _model())
+    (tmp_path / "m" / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="corrupt") as err:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(err.value)
+
+
+def test_resolve_in_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "runs" / "new"
+    work.mkdir(parents=True)
+    save_model(tmp_path / "runs" / "chairs" / "chair-v1", _model())
+    path = resolve_model_path("../chairs/chair-v1", work)
+    assert is_model_folder(path)
+    assert resolve_model_path("chair-v1", work) == work / "chair-v1"
