@@ -28,7 +28,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "sam-refine": 1,
     "superpoints": 1,
     "backproject": 1,
-    "vote": 1,
+    "vote": 2,
     "distill": 1,
     "rescore": 1,
 }

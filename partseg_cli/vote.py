@@ -96,9 +96,9 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
     (V, H, W) int32; semantic (N,) int32 from `vote_semantic`.
     Two superpoints of the same part are linked when their axis-aligned bounding boxes
     are within ``adjacency_gap`` on every axis, their point counts differ by less than
-    ``size_ratio`` times, and the mean absolute difference of their fractions of visible
+    ``size_ratio`` times, and the `fraction_distance` of their fractions of visible
     points inside each unit of that part (over units whose view shows both) is below
-    ``feature_distance`` (no shared unit: no evidence against, they are linked). Linked
+    ``feature_distance``. Linked
     groups are instances; one is kept only if, in some view, the bounding box of its
     pixels has IoU > ``box_iou`` with a predicted box of its part (boxes dropped as
     whole-object units do not count when ``units`` come from boxes or masks).
@@ -113,10 +113,8 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
     a, b = _adjacent_pairs(points, superpoints, sp_label, sizes, adjacency_gap, size_ratio)
     if a.size:
         frac = _fraction_inside(units, visible, superpoints, n_sp)  # (U, K), NaN unseen
-        diff = np.abs(frac[:, a] - frac[:, b])
-        shared = np.isfinite(diff) & (units.labels[:, None] == sp_label[a][None, :])
-        dist = np.where(shared, diff, 0.0).sum(axis=0) / np.maximum(shared.sum(axis=0), 1)
-        link = dist < feature_distance
+        own_part = units.labels[:, None] == sp_label[a][None, :]
+        link = fraction_distance(frac[:, a], frac[:, b], own_part) < feature_distance
         a, b = a[link], b[link]
     graph = sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(n_sp, n_sp))
     _, component = connected_components(graph, directed=False)
@@ -145,6 +143,26 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
     count = np.bincount(point_instances[in_instance], minlength=n_inst)
     instance_scores = (total / np.maximum(count, 1)).astype(np.float32)
     return point_instances.astype(np.int32), instance_labels, instance_scores
+
+
+def fraction_distance(frac_a: np.ndarray, frac_b: np.ndarray, counted: np.ndarray
+                      ) -> np.ndarray:
+    """PartSLIP's distance between superpoints' "fraction inside" vectors.
+
+    frac_a, frac_b: (U, E) fraction of each pair's superpoint inside each unit, NaN where
+    the unit's view does not show it; counted: (U, E) bool, the units that may count
+    (those of the pair's part). Over the units that count and show both superpoints, the
+    L1 distance divided by the larger of the two vectors' sums (the reference's
+    normalisation); a pair with no such unit, or whose sums are both ~0 (no box covers
+    either), gets 1: without shared evidence two superpoints never merge.
+    Returns (E,) float64.
+    """
+    shared = counted & np.isfinite(frac_a) & np.isfinite(frac_b)
+    a = np.where(shared, frac_a, 0.0)
+    b = np.where(shared, frac_b, 0.0)
+    larger = np.maximum(a.sum(axis=0), b.sum(axis=0))
+    l1 = np.abs(a - b).sum(axis=0)
+    return np.divide(l1, larger, out=np.ones_like(larger), where=larger >= 1e-3)
 
 
 def vote(units: KnowledgeUnits, boxes: Boxes | None, views_pixel_point: np.ndarray,

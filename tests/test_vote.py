@@ -123,7 +123,8 @@ def test_vote_instances_merge_similar_adjacent_only():
     inst, labels, scores = vote_instances(units, INST_BOXES, visible, INST_SP, INST_POINTS,
                                           INST_PIXELS, semantic)
     # sp0/sp1 share box A (fractions (1,0,0) and (1,0,0) over part-0 units): merged.
-    # sp1/sp2 are adjacent but their fraction vectors differ by (1,1,0)/3 = .67: not merged.
+    # sp1/sp2 are adjacent but their fraction vectors (1,0,0) and (0,1,0) are L1 2 apart,
+    # over the larger sum 1: distance 2, not merged.
     assert inst[0] == inst[1] == inst[2] == inst[3]
     assert inst[4] == inst[5] != inst[0]
     assert inst[6] == inst[7] not in (inst[0], inst[4])
@@ -138,8 +139,41 @@ def test_vote_instances_merge_similar_adjacent_only():
     assert len(labels) == 3 and (inst[:4] == -1).all() and (inst[4:] >= 0).all()
     # A larger feature distance merges sp2 into the sp0-sp1 instance.
     inst, labels, _ = vote_instances(units, INST_BOXES, visible, INST_SP, INST_POINTS,
-                                     INST_PIXELS, semantic, feature_distance=0.7)
+                                     INST_PIXELS, semantic, feature_distance=2.1)
     assert len(labels) == 3 and inst[0] == inst[5]
+
+
+def test_fraction_distance_normalises_by_the_larger_sum():
+    nan = np.nan
+    # Columns are pairs; rows units. Pair 0: (.1, 0) vs (.3, 0): L1 .2 over .3.
+    # Pair 1: unit 1 does not count, unit 0 shows only one of them: no shared unit -> 1.
+    # Pair 2: both fractions 0 everywhere (no box covers either) -> 1.
+    # Pair 3: identical -> 0.
+    frac_a = np.array([[.1, .5, 0, .4], [0, .9, 0, .2]])
+    frac_b = np.array([[.3, nan, 0, .4], [0, .9, 0, .2]])
+    counted = np.array([[True, True, True, True], [True, False, True, True]])
+    np.testing.assert_allclose(vote_stage.fraction_distance(frac_a, frac_b, counted),
+                               [.2 / .3, 1, 1, 0])
+
+
+def test_vote_instances_never_merge_without_shared_evidence():
+    """Two adjacent part-0 superpoints, each seen (and boxed) in a different view only:
+    no unit shows both, so nothing says they belong together and they stay apart (the
+    mean-difference rule used to link them as "no evidence against")."""
+    # View 0 shows points 0, 1 (sp0) and 4, 5 (sp2); view 1 shows 2, 3 (sp1) and 4, 5.
+    pixels = np.array([[[0, 1, 4, 5]], [[2, 3, 4, 5]]], np.int32)
+    x = np.array([0, .05, .06, .11, .9, .95])
+    points = np.stack([x, np.zeros(6), np.zeros(6)], 1).astype(np.float32)
+    sp = np.array([0, 0, 1, 1, 2, 2])
+    boxes = make_boxes([[0, 0, 2, 1], [0, 0, 2, 1], [2, 0, 4, 1], [2, 0, 4, 1]],
+                       [0, 0, 1, 1], [0, 1, 0, 1])
+    units = units_from_boxes(boxes, pixels, 6)
+    assert len(units) == 4
+    semantic = np.array([0, 0, 0, 0, 1, 1], np.int32)
+    inst, labels, _ = vote_instances(units, boxes, visible_points(pixels, 6), sp, points,
+                                     pixels, semantic)
+    assert inst[0] == inst[1] != inst[2] == inst[3]
+    np.testing.assert_array_equal(np.sort(labels), [0, 0, 1])
 
 
 def test_vote_instances_need_a_matching_box():
