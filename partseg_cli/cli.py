@@ -236,6 +236,11 @@ def _in_shard(items: list[T], shard: str | None, key: Callable[[T], str] = str) 
     return sorted(items, key=key)[index::count]
 
 
+Png = Annotated[Path | None, typer.Option(
+    help="Also write debug pictures here (as `partseg show`: per view the render with "
+         "the teacher's output, labels, ground truth, errors, legend).")]
+
+
 Teacher = Annotated[str, typer.Option(
     help="2D teacher: owlv2, owlvit, grounding-dino (boxes), clipseg (pixel maps); or "
          "simulated / simulated-pixels: a measuring instrument that turns ground-truth "
@@ -260,6 +265,7 @@ def detect(
     preset: Annotated[str, typer.Option(help="Noise preset of the simulated teacher: "
                                         "glip-like, weak, clean.")] = "glip-like",
     batch_size: Annotated[int, typer.Option(help="Views per forward pass.")] = 4,
+    png: Png = None,
     shape_id: Shapes = None,
     shard: Shard = None,
     seed: Seed = 0,
@@ -275,7 +281,10 @@ def detect(
                                 prompt=prompt or stage.DEFAULT_TEMPLATE, threshold=threshold,
                                 preset=preset, seed=seed, batch_size=batch_size,
                                 device=resolve_device(device))
-    finish([stage.run(workspace, ids, config, force)])
+    report = stage.run(workspace, ids, config, force)
+    if png:
+        _pictures(workspace, ids, png, None, report)
+    finish([report])
 
 
 @app.command("sam-refine")
@@ -289,6 +298,7 @@ def sam_refine(
              "needs `pip install 'partseg[sam]'` and torchvision.")] = None,
     model_type: Annotated[str, typer.Option(help="Architecture of --checkpoint: vit_h, "
                                             "vit_l or vit_b.")] = "vit_h",
+    png: Png = None,
     shape_id: Shapes = None,
     shard: Shard = None,
     seed: Seed = 0,
@@ -302,7 +312,10 @@ def sam_refine(
     workspace, ids = _open(work, shape_id, shard)
     config = stage.RefineConfig(model=model, checkpoint=str(checkpoint) if checkpoint else None,
                                 model_type=model_type, seed=seed, device=resolve_device(device))
-    finish([stage.run(workspace, ids, config, force)])
+    report = stage.run(workspace, ids, config, force)
+    if png:
+        _pictures(workspace, ids, png, None, report)
+    finish([report])
 
 
 @app.command()
@@ -363,6 +376,7 @@ def vote(
         help="A superpoint takes the best part only if its score reaches this.")] = 0.5,
     instances: Annotated[bool, typer.Option(help="Also merge superpoints into instances.")
                          ] = True,
+    png: Png = None,
     shape_id: Shapes = None,
     shard: Shard = None,
     force: Force = False,
@@ -371,20 +385,28 @@ def vote(
     from . import vote as stage
 
     workspace, ids = _open(work, shape_id, shard)
-    finish([stage.run(workspace, ids, stage.VoteConfig(threshold, instances), force)])
+    report = stage.run(workspace, ids, stage.VoteConfig(threshold, instances), force)
+    if png:
+        _pictures(workspace, ids, png, "vote", report)
+    finish([report])
 
 
 @app.command()
 def export(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    method: Annotated[str, typer.Option(help="Which stored labelling: vote, distill, ...")
+    method: Annotated[str, typer.Option(help="Which stored labelling: vote, distill, "
+                                        "distill.NAME, ... (`partseg inspect` lists them)")
                       ] = "vote",
+    ground_truth: Annotated[bool, typer.Option(
+        "--ground-truth", help="Also export the reference labelling the same way, into "
+        "OUT/<shape_id>/ground-truth/.")] = False,
     shape_id: Shapes = None,
     shard: Shard = None,
 ) -> None:
-    """Write coloured PLY/GLB files per shape and one file per part."""
-    from .export import export_shape
+    """Write per shape: coloured PLY/GLB (one named node per part), one file per part,
+    label arrays (.npy/.txt, read back by `evaluate --pred OUT`) and a legend PNG."""
+    from .export import GROUND_TRUTH, export_shape, ground_truth_labelling
     from .pipeline import StageReport, progress
     from .records import Labelling, Shape
     from .store import shape_scope
@@ -394,12 +416,55 @@ def export(
     for sid in progress(ids, desc="export"):
         try:
             scope = shape_scope(sid)
+            shape = workspace.read_record(scope, "shape", Shape)
             labelling = workspace.read_record(scope, method, Labelling)
-            export_shape(workspace.read_record(scope, "shape", Shape), labelling, out / sid)
+            export_shape(shape, labelling, out / sid)
+            if ground_truth:
+                export_shape(shape, ground_truth_labelling(shape), out / sid / GROUND_TRUTH)
             report.computed.append(sid)
         except PartsegError as exc:
             report.failed[sid] = str(exc)
     finish([report])
+
+
+@app.command()
+def show(
+    work: Work,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs.")],
+    shape: Annotated[list[str] | None, typer.Option(
+        help="Shape id (glob patterns allowed; repeatable); default every shape.")] = None,
+    method: Annotated[str, typer.Option(
+        help="Stored labelling to show: vote, distill, ..., 'auto' (the most downstream "
+             "one stored) or 'none'.")] = "auto",
+    view: Annotated[list[int] | None, typer.Option(
+        help="Only this view (repeatable); default every view.")] = None,
+    size: Annotated[int, typer.Option(help="Largest panel side in pixels.")] = 400,
+) -> None:
+    """Debug pictures, one PNG per view: the teacher's boxes / masks / pixel maps over the
+    render, the lifted labels, the ground truth and an error map, with a legend."""
+    from .pipeline import StageReport
+
+    workspace, ids = _open(work, shape)
+    report = StageReport("show")
+    _pictures(workspace, ids, out, None if method == "none" else method, report,
+              views=view, size=size)
+    typer.echo(f"pictures in {out}", err=True)
+    finish([report])
+
+
+def _pictures(workspace: Workspace, ids: list[str], out: Path, method: str | None,
+              report: StageReport, views: list[int] | None = None, size: int = 400) -> None:
+    """Write `show` pictures for ``ids`` (those the report lists as failed are skipped)."""
+    from .pipeline import progress
+    from .show import shape_pictures
+
+    for sid in progress([i for i in ids if i not in report.failed], desc="pictures"):
+        try:
+            shape_pictures(workspace, sid, out, method, views, size)
+            if report.stage == "show":
+                report.computed.append(sid)
+        except PartsegError as exc:
+            report.failed[sid] = str(exc) if report.stage == "show" else f"pictures: {exc}"
 
 
 @app.command()
@@ -602,6 +667,7 @@ def distill(
              "keep training on the re-scored units.")] = True,
     tau: Tau = 0.01,
     bd_weighting: BdWeighting = "part",
+    png: Png = None,
     shape_id: Shapes = None,
     shard: Shard = None,
     seed: Seed = 0,
@@ -622,7 +688,10 @@ def distill(
     workspace, ids = _open(work, shape_id, shard)
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
                              bd_weighting, seed, device)
-    finish([stage.run(workspace, ids, config, force, output=output, labels=labels)])
+    report = stage.run(workspace, ids, config, force, output=output, labels=labels)
+    if png:
+        _pictures(workspace, ids, png, output, report)
+    finish([report])
 
 
 @app.command()

@@ -733,6 +733,18 @@ def _read_pred_file(pred: Path, shape_id: str) -> np.ndarray:
     return np.asarray(labels).astype(np.int64).ravel()
 
 
+def read_pred(pred: Path, shape_id: str) -> Labelling:
+    """``shape_id``'s labelling from ``--pred``: a `partseg export` folder (``pred`` or
+    ``pred/<shape_id>``: point and face labels, matched by part name) or a label file."""
+    from .export import read_exported_labels
+
+    for folder in (pred / shape_id, pred) if pred.is_dir() else ():
+        exported = read_exported_labels(folder)
+        if exported is not None:
+            return exported
+    return Labelling(point_labels=_read_pred_file(pred, shape_id))
+
+
 def shape_eval(shape: Shape, labelling: Labelling) -> ShapeEval:
     """The ShapeEval of a stored shape (with ground truth) and a method's labelling.
 
@@ -840,7 +852,7 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
         try:
             shape = workspace.read_record(scope, "shape", Shape)
             if pred is not None:
-                labelling = Labelling(point_labels=_read_pred_file(pred, shape_id))
+                labelling = read_pred(pred, shape_id)
             else:
                 labelling = workspace.read_record(scope, method, Labelling)
             item = shape_eval(shape, labelling)

@@ -1,11 +1,19 @@
-"""`partseg export`: segmentations as files people open in a viewer.
+"""`partseg export`: segmentations as files people open in a viewer or a script.
 
 Per shape, under ``OUT/<shape_id>/``:
 - ``points.ply``: the points coloured by part (unlabelled points grey);
-- ``mesh.glb``: the mesh with faces coloured by part (meshes only);
+- ``mesh.glb`` (meshes only): one named node per part (``seat``, ``leg``, ...; faces
+  without a part under ``unlabelled``), each with its own vertices and a material of the
+  part's colour, so part borders stay sharp in any viewer;
 - ``parts/<part>.ply`` (or ``.glb`` for meshes): one file per predicted part;
-- ``labels.json``: part names, colours and per-part point/face counts.
-Coordinates are in the shape's source frame (normalisation undone).
+- ``point_labels.npy`` / ``.txt`` and, for meshes, ``face_labels.npy`` / ``.txt``: one
+  integer per point / face indexing ``labels.json``'s parts (-1 unlabelled); `partseg
+  evaluate --pred OUT` reads them back;
+- ``labels.json``: part names, colours and per-part point/face counts;
+- ``legend.png``: each part's colour and name.
+``--ground-truth`` writes the reference labelling the same way under
+``OUT/<shape_id>/ground-truth/``. Coordinates are in the shape's source frame
+(normalisation undone). Colours come from `palette.part_palette`, as in the pictures.
 """
 
 from __future__ import annotations
@@ -15,28 +23,28 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PartsegError
+from .palette import GREY, colour_labels, legend, part_entries, part_palette
 from .records import Labelling, Shape
 
-GREY = np.array([150, 150, 150], np.uint8)
+GROUND_TRUTH = "ground-truth"  # sub-folder (and method name) of an exported reference
+UNLABELLED_NODE = "unlabelled"
+LABEL_FILES = ("point_labels", "face_labels")
 
 
-def part_palette(n_parts: int) -> np.ndarray:
-    """(n_parts, 3) uint8 well-separated colours (golden-ratio hues)."""
-    import colorsys
-
-    hues = (np.arange(n_parts) * 0.618033988749895) % 1.0
-    rgb = np.array([colorsys.hsv_to_rgb(h, 0.75, 0.95) for h in hues]).reshape(-1, 3)
-    return (rgb * 255).astype(np.uint8)
-
-
-def colour_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(N, 4) RGBA uint8 per label; -1 (unlabelled) is grey."""
-    rgb = np.where((labels >= 0)[:, None], palette[np.maximum(labels, 0)], GREY)
-    return np.concatenate([rgb, np.full((len(labels), 1), 255, np.uint8)], axis=1)
-
-
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a part name."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "part"
+
+
+def ground_truth_labelling(shape: Shape) -> Labelling:
+    """The shape's reference labelling as a Labelling (for export and pictures)."""
+    if shape.point_labels is None:
+        raise PartsegError(f"shape {shape.shape_id}: has no ground-truth labels to export")
+    face_labels = shape.mesh.face_labels if shape.mesh is not None else None
+    return Labelling(point_labels=np.asarray(shape.point_labels, np.int32),
+                     face_labels=face_labels, part_names=list(shape.part_names),
+                     method=GROUND_TRUTH)
 
 
 def export_shape(shape: Shape, labelling: Labelling, out_dir: Path) -> list[Path]:
@@ -44,43 +52,110 @@ def export_shape(shape: Shape, labelling: Labelling, out_dir: Path) -> list[Path
     import trimesh
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = labelling.part_names or shape.part_names
+    names = list(labelling.part_names or shape.part_names)
     palette = part_palette(max(1, len(names)))
     points = shape.normalization.to_source(shape.points.astype(np.float64))
+    point_labels = np.asarray(labelling.point_labels, np.int64)
     written: list[Path] = []
 
-    cloud = trimesh.PointCloud(points, colors=colour_labels(labelling.point_labels, palette))
+    cloud = trimesh.PointCloud(points, colors=colour_labels(point_labels, palette))
     written.append(_export(cloud, out_dir / "points.ply"))
+    written += _write_labels(out_dir / "point_labels", point_labels)
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(exist_ok=True)
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str, dict[str, int]] = {n: {"points": int((point_labels == i).sum())}
+                                         for i, n in enumerate(names)}
     face_labels = labelling.face_labels if shape.mesh is not None else None
-    if shape.mesh is not None and face_labels is not None:
+    if face_labels is not None:
+        face_labels = np.asarray(face_labels, np.int64)
         vertices = shape.normalization.to_source(shape.mesh.vertices.astype(np.float64))
         mesh = trimesh.Trimesh(vertices, shape.mesh.faces, process=False)
-        mesh.visual.face_colors = colour_labels(face_labels, palette)
-        written.append(_export(mesh, out_dir / "mesh.glb"))
-    for part, name in enumerate(names):
-        point_mask = labelling.point_labels == part
-        counts[name] = {"points": int(point_mask.sum())}
-        if face_labels is not None:
-            face_mask = face_labels == part
-            counts[name]["faces"] = int(face_mask.sum())
-            if face_mask.any():
-                piece = mesh.submesh([np.flatnonzero(face_mask)], append=True)
-                written.append(_export(piece, parts_dir / f"{_safe_name(name)}.glb"))
-        elif point_mask.any():
-            piece = trimesh.PointCloud(points[point_mask],
-                                       colors=colour_labels(labelling.point_labels[point_mask],
-                                                            palette))
-            written.append(_export(piece, parts_dir / f"{_safe_name(name)}.ply"))
+        scene = trimesh.Scene()
+        for part in [*range(len(names)), -1]:
+            faces = np.flatnonzero(face_labels == part)
+            if len(faces) == 0:
+                continue
+            name = names[part] if part >= 0 else UNLABELLED_NODE
+            piece = _coloured_piece(mesh, faces, name, palette[part] if part >= 0 else GREY)
+            scene.add_geometry(piece, node_name=name, geom_name=name)
+            if part >= 0:
+                counts[name]["faces"] = len(faces)
+                written.append(_export(piece, parts_dir / f"{safe_name(name)}.glb"))
+        written.append(_export(scene, out_dir / "mesh.glb"))
+        written += _write_labels(out_dir / "face_labels", face_labels)
+    else:
+        for part, name in enumerate(names):
+            mask = point_labels == part
+            if mask.any():
+                piece = trimesh.PointCloud(points[mask], colors=colour_labels(
+                    point_labels[mask], palette))
+                written.append(_export(piece, parts_dir / f"{safe_name(name)}.ply"))
     summary = {"shape_id": shape.shape_id, "method": labelling.method,
                "parts": [{"name": n, "color": palette[i].tolist(), **counts[n]}
                          for i, n in enumerate(names)],
-               "unlabelled_points": int((labelling.point_labels < 0).sum())}
-    (out_dir / "labels.json").write_text(json.dumps(summary, indent=1))
-    written.append(out_dir / "labels.json")
+               "unlabelled_points": int((point_labels < 0).sum())}
+    written.append(_write_text(out_dir / "labels.json", json.dumps(summary, indent=1)))
+    key = legend(part_entries(names, palette), width=480, size=18)
+    written.append(_save_image(key, out_dir / "legend.png"))
     return written
+
+
+def read_exported_labels(folder: Path) -> Labelling | None:
+    """The Labelling an export wrote into ``folder`` (point and face labels, part names
+    from labels.json), or None when ``folder`` holds no exported labels."""
+    points = folder / "point_labels.npy"
+    summary = folder / "labels.json"
+    if not points.is_file() or not summary.is_file():
+        return None
+    try:
+        info = json.loads(summary.read_text())
+        faces = folder / "face_labels.npy"
+        return Labelling(point_labels=np.load(points).astype(np.int64).ravel(),
+                         face_labels=np.load(faces).astype(np.int64).ravel()
+                         if faces.is_file() else None,
+                         part_names=[p["name"] for p in info["parts"]],
+                         method=str(info.get("method", "")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PartsegError(f"{folder}: not a readable export ({exc})") from exc
+
+
+def _coloured_piece(mesh, faces: np.ndarray, name: str, colour: np.ndarray):
+    """The faces as their own mesh (own vertices) with one named material."""
+    from trimesh.visual import TextureVisuals
+    from trimesh.visual.material import PBRMaterial
+
+    piece = mesh.submesh([faces], append=True)
+    rgba = [int(c) for c in colour] + [255]
+    piece.visual = TextureVisuals(material=PBRMaterial(name=name, baseColorFactor=rgba,
+                                                       metallicFactor=0.0,
+                                                       roughnessFactor=0.8))
+    return piece
+
+
+def _write_labels(stem: Path, labels: np.ndarray) -> list[Path]:
+    """``stem.npy`` (int32) and ``stem.txt`` (one integer per line), atomically."""
+    npy, txt = stem.with_suffix(".npy"), stem.with_suffix(".txt")
+    for path, write in ((npy, lambda f: np.save(f, labels.astype(np.int32))),
+                        (txt, lambda f: np.savetxt(f, labels, fmt="%d"))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            write(handle)
+        tmp.replace(path)
+    return [npy, txt]
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def _save_image(image, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
 
 
 def _export(geometry: object, path: Path) -> Path:

@@ -479,14 +479,19 @@ def render_shape(shape: Shape, cameras: Cameras, device: str = "cpu") -> Views:
 # --- uses of the pixel -> point map ---------------------------------------------------
 
 
-def label_images(views: Views, point_labels: np.ndarray) -> np.ndarray:
-    """(V, H, W) int32 label of each pixel's point; -1 on background / unlabelled.
+def label_images(views: Views, point_labels: np.ndarray,
+                 face_labels: np.ndarray | None = None) -> np.ndarray:
+    """(V, H, W) int32 label of each pixel; -1 on background / unlabelled.
 
-    point_labels: (N,) int part index per point (-1 unlabelled).
+    point_labels: (N,) int part index per point (-1 unlabelled). face_labels: (F,) per
+    mesh face; when given and the views are of a mesh, each pixel takes the label of the
+    face it shows (sharp part borders), otherwise that of its point.
     """
-    labels = np.asarray(point_labels, np.int32)
-    pp = views.pixel_point
-    return np.where(pp >= 0, labels[np.maximum(pp, 0)], UNLABELLED).astype(np.int32)
+    if face_labels is not None and views.pixel_face is not None:
+        index, labels = views.pixel_face, np.asarray(face_labels, np.int32)
+    else:
+        index, labels = views.pixel_point, np.asarray(point_labels, np.int32)
+    return np.where(index >= 0, labels[np.maximum(index, 0)], UNLABELLED).astype(np.int32)
 
 
 def visible_points(views: Views, n_points: int) -> np.ndarray:
@@ -499,41 +504,41 @@ def visible_points(views: Views, n_points: int) -> np.ndarray:
     return visible
 
 
-def label_palette(n_labels: int) -> np.ndarray:
-    """(n_labels, 3) uint8 distinct colours (golden-ratio hues, full saturation)."""
-    hue = (np.arange(n_labels) * 0.618033988749895) % 1.0
-    # HSV -> RGB with s = 0.75, v = 0.9, vectorised over labels.
-    k = (np.array([5.0, 3.0, 1.0])[None] + hue[:, None] * 6) % 6
-    rgb = 0.9 - 0.9 * 0.75 * np.clip(np.minimum(k, 4 - k), 0, 1)
-    return (rgb * 255 + 0.5).astype(np.uint8)
-
-
 def save_pngs(views: Views, out_dir: Path, prefix: str,
-              point_labels: np.ndarray | None = None) -> list[Path]:
+              point_labels: np.ndarray | None = None, part_names: list[str] | None = None,
+              face_labels: np.ndarray | None = None) -> list[Path]:
     """Write `<prefix>_view<v>.png` (RGB) per view and, with labels, `..._labels.png`.
 
-    Label images colour each part with `label_palette`; foreground pixels whose point is
-    unlabelled are mid grey, background white. Returns the written paths in view order.
+    Label images colour each part with `palette.part_palette` and carry a legend of
+    ``part_names`` below the view; foreground pixels whose point is unlabelled are grey,
+    background white. Returns the written paths in view order.
     """
     from PIL import Image
+
+    from .palette import label_image, legend, part_entries, part_palette
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    label_img = None if point_labels is None else label_images(views, point_labels)
+    label_img = (None if point_labels is None
+                 else label_images(views, point_labels, face_labels))
     if label_img is not None:
-        palette = label_palette(max(int(label_img.max()) + 1, 1))
+        names = list(part_names or [])
+        names += [f"part {i}" for i in range(len(names), int(label_img.max()) + 1)]
+        palette = part_palette(max(len(names), 1))
+        key = legend(part_entries(names, palette), views.cameras.width)
     for view in range(views.n_views):
         path = out_dir / f"{prefix}_view{view:02d}.png"
         Image.fromarray(views.rgb[view]).save(path)
         paths.append(path)
         if label_img is not None:
-            lab = label_img[view]
-            img = np.full((*lab.shape, 3), BACKGROUND, np.uint8)
-            img[views.pixel_point[view] >= 0] = 128
-            img[lab >= 0] = palette[lab[lab >= 0]]
+            img = Image.fromarray(label_image(label_img[view], views.pixel_point[view] >= 0,
+                                              palette))
+            sheet = Image.new("RGB", (img.width, img.height + key.height), (255, 255, 255))
+            sheet.paste(img, (0, 0))
+            sheet.paste(key, (0, img.height))
             path = out_dir / f"{prefix}_view{view:02d}_labels.png"
-            Image.fromarray(img).save(path)
+            sheet.save(path)
             paths.append(path)
     return paths
 
@@ -603,5 +608,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: RenderConfig,
             scope = shape_scope(shape_id)
             shape = workspace.read_record(scope, "shape", Shape)
             views = workspace.read_record(scope, "render", Views)
-            save_pngs(views, Path(config.png_dir), shape_id, shape.point_labels)
+            face_labels = shape.mesh.face_labels if shape.mesh is not None else None
+            save_pngs(views, Path(config.png_dir), shape_id, shape.point_labels,
+                      shape.part_names, face_labels)
     return report

@@ -243,11 +243,12 @@ def test_save_pngs(tmp_path):
 
     views = render_points(np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32),
                           reference_cameras(n_views=2, resolution=20), radius=0.1)
-    paths = save_pngs(views, tmp_path / "out", "s1", point_labels=np.array([1, -1]))
+    paths = save_pngs(views, tmp_path / "out", "s1", point_labels=np.array([1, -1]),
+                      part_names=["seat", "back"])
     assert [p.name for p in paths] == ["s1_view00.png", "s1_view00_labels.png",
                                        "s1_view01.png", "s1_view01_labels.png"]
     img = np.asarray(Image.open(paths[1]))
-    assert img.shape == (20, 20, 3)
+    assert img.shape[1] == 20 and img.shape[0] > 20  # the view, then its legend
     assert (img[0, 0] == 255).all() and not (img[10, 10] == 255).all()
 
 
