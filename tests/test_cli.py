@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_data
 
 from partseg_cli import cli
 from partseg_cli.records import Boxes, Labelling, Masks
 from partseg_cli.store import Workspace, shape_scope
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs"
 SMALL = ["--views", "4", "--resolution", "160", "--points", "2000"]
 
@@ -175,9 +175,7 @@ def test_sam_refine_with_tiny_transformers_sam(capsys, monkeypatch, chairs: Path
 
 def test_simulated_teacher_refuses_unlabelled_shapes(capsys, monkeypatch,
                                                      tmp_path: Path) -> None:
-    mesh = SHARED / "meshes" / "teapot.stl"
-    if not mesh.is_file():
-        pytest.skip("shared data not present")
+    mesh = shared_data("meshes", "teapot.stl")
     work = tmp_path / "ws"
     assert partseg(capsys, monkeypatch, "render", mesh, "--work", work, *SMALL)[0] == 0
     code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "simulated",

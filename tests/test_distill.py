@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from shared_data import shared_data
 
 from partseg_cli.distill import (
     DistillConfig,
@@ -25,8 +25,6 @@ from partseg_cli.distill import (
 from partseg_cli.encoders import PointNetEncoder, build_encoder
 from partseg_cli.errors import InputError, ModelError
 from partseg_cli.records import KnowledgeUnits
-
-CAP = Path("/work/shared/data/shapenetpart/02954340")
 
 
 def make_units(labels, masks, conf) -> KnowledgeUnits:
@@ -261,9 +259,7 @@ def test_trainable_encoder_path():
 
 
 def test_tta_on_real_shapenetpart_cap():
-    if not CAP.exists():
-        pytest.skip("shared data absent")
-    rows = np.loadtxt(CAP / "test_000.txt", dtype=np.float32)
+    rows = np.loadtxt(shared_data("shapenetpart", "02954340", "test_000.txt"), dtype=np.float32)
     pts = rows[:, :3] - rows[:, :3].mean(axis=0)
     pts /= np.linalg.norm(pts, axis=1).max()
     gt = rows[:, 6].astype(int) - 6  # Cap parts are global ids 6 (panels), 7 (peak)

@@ -6,10 +6,10 @@ import csv
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_data
 
 from partseg_cli.errors import PartsegError
 from partseg_cli.evaluate import (
@@ -23,7 +23,6 @@ from partseg_cli.evaluate import (
     teacher_miou_2d,
 )
 
-DATA = Path("/work/shared/data")
 MUG = ["handle", "cup"]
 CAP = ["panels", "peak"]
 
@@ -235,9 +234,7 @@ def test_box_regions_use_pixel_centres_and_drop_background():
 
 
 def _load_cap() -> list[tuple[str, np.ndarray]]:
-    folder = DATA / "shapenetpart" / "02954340"
-    if not folder.is_dir():
-        pytest.skip(f"{folder} not present")
+    folder = shared_data("shapenetpart", "02954340")
     # global ShapeNetPart ids 6 (panels), 7 (peak) -> local 0, 1
     return [(f.stem, np.loadtxt(f, usecols=6).astype(int) - 6)
             for f in sorted(folder.glob("*.txt"))]

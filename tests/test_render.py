@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import trimesh
 from scipy.spatial import cKDTree
+from shared_data import shared_data
 
 from partseg_cli.records import Cameras, Mesh, Normalization, Shape, Views
 from partseg_cli.render import (
@@ -25,7 +25,6 @@ from partseg_cli.render import (
 )
 
 torch.set_num_threads(1)
-LABELEDDB = Path("/work/shared/data/labeleddb")
 
 
 def front_camera(resolution: int = 64) -> Cameras:
@@ -266,9 +265,7 @@ def load_labeleddb(path: Path) -> tuple[trimesh.Trimesh, np.ndarray]:
 
 
 def test_real_labeleddb_mesh():
-    path = LABELEDDB / "Chair" / "101.off"
-    if not path.exists():
-        pytest.skip("shared data not available")
+    path = shared_data("labeleddb", "Chair", "101.off")
     tm, face_labels = load_labeleddb(path)
     vertices = np.asarray(tm.vertices, np.float64)
     points, faces = trimesh.sample.sample_surface(tm, 10000, seed=0)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from shared_data import shared_data
 
 from partseg_cli import simulated
 from partseg_cli.errors import InputError, PartsegError
@@ -213,15 +212,12 @@ def test_refuses_unlabelled():
     np.testing.assert_array_equal(gt, [[[-1, 1], [-1, 0]]])
 
 
-LABELEDDB = Path("/work/shared/data/labeleddb")
 
 
 def test_on_rendered_labeleddb_chair():
-    if not LABELEDDB.is_dir():
-        pytest.skip("shared data absent")
     from partseg_cli import evaluate, render, shapes
 
-    sources, _ = shapes.discover(LABELEDDB / "Chair")
+    sources, _ = shapes.discover(shared_data("labeleddb", "Chair"))
     shape = shapes.load_shape(sources[0], n_points=3000)
     views = render.render_shape(shape, render.reference_cameras(3, 160))
     gt = simulated.ground_truth_images(views.pixel_point, shape.point_labels, shape.source)

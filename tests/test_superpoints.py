@@ -1,7 +1,7 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_data
 
 from partseg_cli.superpoints import (
     compute_superpoints,
@@ -12,8 +12,6 @@ from partseg_cli.superpoints import (
     merge_small_components,
     superpoint_adjacency,
 )
-
-CAPS = Path("/work/shared/data/shapenetpart/02954340")
 
 
 def right_angle_planes(step: float = 0.02) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -187,9 +185,7 @@ def test_adjacency_matches_brute_force_across_blocks():
 
 
 def test_shapenetpart_cap_purity():
-    if not CAPS.is_dir():
-        pytest.skip(f"{CAPS} is absent")
-    table = np.loadtxt(CAPS / "test_000.txt")
+    table = np.loadtxt(shared_data("shapenetpart", "02954340", "test_000.txt"))
     labels = table[:, 6].astype(np.int64)
     sp = compute_superpoints(table[:, :3], np.full((len(table), 3), 0.5), table[:, 3:6])
     k = sp.max() + 1

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
+from shared_data import shared_data
 
 from partseg_cli import backproject
 from partseg_cli import vote as vote_stage
@@ -24,8 +22,6 @@ from partseg_cli.records import (
 )
 from partseg_cli.store import Workspace, shape_scope
 from partseg_cli.vote import vote, vote_instances, vote_scores, vote_semantic
-
-DATA = Path("/work/shared/data/shapenetpart/02954340")
 
 
 def make_units(masks, labels, views, n_points) -> KnowledgeUnits:
@@ -235,14 +231,14 @@ def _ortho_pixel_point(points: np.ndarray, size: int) -> np.ndarray:
     return np.stack(views)
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder absent")
 def test_vote_on_real_cap_with_ground_truth_boxes():
     """ShapeNetPart Caps: exact 2D part boxes must give a good 3D labelling.
 
     (Caps whose crown box holds >= 98% of the visible points, e.g. val_000, lose it as a
     whole-object box, as in PartSLIP; those are not used here.)"""
+    caps = shared_data("shapenetpart", "02954340")
     for name in ("test_000.txt", "test_001.txt", "test_005.txt"):
-        data = np.loadtxt(DATA / name, dtype=np.float32)
+        data = np.loadtxt(caps / name, dtype=np.float32)
         points = data[:, :3] - data[:, :3].mean(axis=0)
         points /= np.linalg.norm(points, axis=1).max()
         truth = (data[:, 6] - 6).astype(np.int32)  # 6 panels, 7 peak
