@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .records import UNLABELLED, Mesh, Normalization, Shape
 from .store import safe_id
 
@@ -532,6 +532,23 @@ def normalize(points: np.ndarray) -> Normalization:
     return Normalization(center=center, scale=scale)
 
 
+def checked_normalization(points: np.ndarray, path: str | Path, what: str) -> Normalization:
+    """`normalize`, refusing (InputError naming ``path``) points whose normalised frame
+    would be meaningless: a scale that overflows to infinity (coordinates near 1e300)
+    or is zero, and points that collapse to one point once in the stored float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        normalization = normalize(points)
+        if not np.isfinite(normalization.scale) or not np.isfinite(normalization.center).all():
+            raise InputError(path, f"{what} reach {float(np.abs(points).max()):.3g}: too "
+                                   "large to normalise (the scale overflows); rescale them")
+        if normalization.scale <= 0:
+            raise InputError(path, f"all {what} coincide: the shape has no extent")
+        unit = ((points - normalization.center) / normalization.scale).astype(np.float32)
+    if not (unit.max(axis=0) > unit.min(axis=0)).any():
+        raise InputError(path, f"all {what} coincide: the shape has no extent")
+    return normalization
+
+
 def load_shape(source: ShapeSource, n_points: int = 10000, seed: int = 0) -> Shape:
     """Load one shape into the normalised frame.
 
@@ -569,6 +586,7 @@ def _mesh_shape(data: _MeshData, path: Path, n_points: int, seed: int) -> Shape:
         raise InputError(path, f"{bad} vertices have NaN or infinite coordinates")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise InputError(path, f"face vertex indices must lie in 0..{len(vertices) - 1}")
+    checked_normalization(vertices[np.unique(faces)], path, "vertices")  # before areas overflow
     if n_points < 1:
         raise InputError(path, f"cannot sample {n_points} points")
     triangles = vertices[faces]
@@ -581,9 +599,7 @@ def _mesh_shape(data: _MeshData, path: Path, n_points: int, seed: int) -> Shape:
     samples, point_faces, bary = trimesh.sample.sample_surface(
         mesh, n_points, face_weight=double_area, seed=seed, return_barycentric=True)
     colors = (data.vertex_colors[faces[point_faces]] * bary[:, :, None]).sum(axis=1)
-    normalization = normalize(samples)
-    if normalization.scale <= 0:
-        raise InputError(path, "all sampled points coincide")
+    normalization = checked_normalization(samples, path, "sampled points")
 
     def to_unit(xyz: np.ndarray) -> np.ndarray:
         return ((xyz - normalization.center) / normalization.scale).astype(np.float32)
@@ -620,9 +636,7 @@ def _cloud_shape(data: _CloudData, path: Path, part_names: list[str] | None) -> 
             raise InputError(data.label_file if name in ("labels", "instances")
                              and data.label_file else path,
                              f"{len(values)} {name} for {n} points")
-    normalization = normalize(points)
-    if normalization.scale <= 0:
-        raise InputError(path, "all points coincide")
+    normalization = checked_normalization(points, path, "points")
     unit = ((points - normalization.center) / normalization.scale).astype(np.float32)
     if data.normals is not None:
         normals = np.nan_to_num(np.asarray(data.normals, np.float64))
@@ -634,7 +648,7 @@ def _cloud_shape(data: _CloudData, path: Path, part_names: list[str] | None) -> 
               else np.clip(np.nan_to_num(data.colors), 0, 1))
     labels = None
     if data.labels is not None:
-        labels = np.asarray(data.labels).astype(np.int64)
+        labels = integer_labels(data.labels, data.label_file or path)
         labels[labels < 0] = UNLABELLED
         if part_names is not None and labels.max(initial=-1) >= len(part_names):
             raise InputError(data.label_file or path,
@@ -648,8 +662,27 @@ def _cloud_shape(data: _CloudData, path: Path, part_names: list[str] | None) -> 
         normalization=normalization,
         point_labels=None if labels is None else labels.astype(np.int32),
         point_instances=None if data.instances is None
-        else np.asarray(data.instances).astype(np.int32),
+        else integer_labels(data.instances, data.label_file or path, "instance ids"
+                            ).astype(np.int32),
     )
+
+
+def integer_labels(values: Any, path: str | Path, what: str = "labels") -> np.ndarray:
+    """``values`` as a flat int64 array, refusing (InputError naming ``path``) anything
+    that is not whole numbers: strings, objects, or fractions that a cast would
+    silently truncate."""
+    array = np.asarray(values)
+    if array.dtype.kind in "biu":
+        return array.reshape(-1).astype(np.int64)
+    if array.dtype.kind != "f":
+        raise InputError(path, f"{what} must be integers, found {array.dtype} values")
+    flat = array.reshape(-1)
+    whole = np.isfinite(flat) & (flat == np.round(flat)) & (np.abs(flat) < 2**31)
+    if not whole.all():
+        bad = flat[~whole][0]
+        raise InputError(path, f"{what} must be whole numbers, found {bad!r} "
+                               f"({int((~whole).sum())} such values)")
+    return flat.astype(np.int64)
 
 
 def estimate_normals(points: np.ndarray) -> np.ndarray:
@@ -924,20 +957,73 @@ def _load_labeleddb(source: ShapeSource, part_names: list[str] | None
     return mesh, names
 
 
+# The only globals a pickled PartNetE label dict refers to: numpy rebuilding its arrays
+# and scalars (numpy 1.x saved them under numpy.core, numpy 2 under numpy._core).
+_LABEL_PICKLE_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _LabelUnpickler(pickle.Unpickler):
+    """An unpickler that can only rebuild numpy arrays, dtypes and scalars: a data file
+    must never run code, so any other global (os.system, builtins.eval, a class whose
+    ``__reduce__`` does something) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _LABEL_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a label file "
+                                         "holds only numpy arrays, numbers and strings")
+        if module == "numpy":
+            return getattr(np, name)
+        return getattr(np._core.multiarray, name)
+
+
+def _plain_label_value(value: Any) -> bool:
+    """Whether ``value`` is something a label dict may hold: a non-object numpy array, a
+    number or a string (pickles can still build object arrays of anything admitted)."""
+    if isinstance(value, np.ndarray):
+        return value.dtype != object
+    return isinstance(value, int | float | str | np.generic)
+
+
+def load_label_npy(path: Path) -> dict[str, Any] | np.ndarray:
+    """A PartNetE ``label.npy``: a plain array, or the pickled ``{'semantic_seg',
+    'instance_seg'}`` dict, read through `_LabelUnpickler` so no code in the file runs.
+    Anything else is refused with InputError."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            dtype = read_header(handle)[2]
+            if not dtype.hasobject:
+                handle.seek(0)
+                return np.lib.format.read_array(handle, allow_pickle=False)
+            loaded = _LabelUnpickler(handle).load()
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError,
+            TypeError) as error:
+        raise InputError(path, f"cannot read as a label file: {first_line(error)}") from error
+    if isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.shape == ():
+        loaded = loaded.item()
+    if not isinstance(loaded, dict):
+        raise InputError(path, "expected a dict with 'semantic_seg' or an array of labels, "
+                               f"found {type(loaded).__name__}")
+    bad = [str(k) for k, v in loaded.items() if not isinstance(k, str)
+           or not _plain_label_value(v)]
+    if bad:
+        raise InputError(path, f"entries {', '.join(bad[:3])} are not numeric arrays, "
+                               "numbers or strings")
+    return loaded
+
+
 def _load_partnete(source: ShapeSource, part_names: list[str] | None
                    ) -> tuple[_MeshData | _CloudData, list[str] | None]:
     ply = Path(source.path)
     label_file = ply.parent / "label.npy"
     data = _read_cloud_o3d(ply)
-    try:
-        label = np.load(label_file, allow_pickle=True)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError) as error:
-        raise InputError(label_file, f"cannot read: {error}") from error
-    if isinstance(label, np.ndarray) and label.dtype == object and label.shape == ():
-        label = label.item()  # the pickled {'semantic_seg', 'instance_seg'} dict
-    if not isinstance(label, dict | np.ndarray):
-        raise InputError(label_file, "expected a dict with 'semantic_seg' or an array of "
-                                     f"labels, found {type(label).__name__}")
+    label = load_label_npy(label_file)
     if isinstance(label, dict):
         if "semantic_seg" not in label:
             raise InputError(label_file, f"no 'semantic_seg' key (keys: {sorted(label)})")

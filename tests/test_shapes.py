@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import shared_data
 
 from partseg_cli.errors import InputError
 from partseg_cli.shapes import (
@@ -20,14 +21,6 @@ from partseg_cli.shapes import (
     normalize,
     source_digest,
 )
-
-DATA = Path("/work/shared/data")
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
 
 
 def write_off(path: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
@@ -342,7 +335,7 @@ def test_source_digest(tmp_path):
 
 
 def test_real_labeleddb_chairs():
-    folder = need(DATA / "labeleddb" / "Chair")
+    folder = shared_data("labeleddb", "Chair")
     sources, problems = discover(folder)
     assert len(sources) == 20 and problems == []
     assert all(s.part_names == ["arm", "backsupport", "leg", "support"] for s in sources)
@@ -353,7 +346,7 @@ def test_real_labeleddb_chairs():
 
 
 def test_real_partnet_mobility():
-    folder = need(DATA / "partnet-mobility" / "3763")
+    folder = shared_data("partnet-mobility", "3763")
     [source], problems = discover(folder)
     assert problems == []
     assert (source.shape_id, source.category) == ("Bottle_3763", "Bottle")
@@ -369,7 +362,7 @@ def test_real_partnet_mobility():
 
 
 def test_real_shapenetpart_txt():
-    folder = need(DATA / "shapenetpart")
+    folder = shared_data("shapenetpart")
     sources, problems = discover(folder)
     assert len(sources) == 16 and problems == []
     source = next(s for s in sources if s.shape_id == "Cap_test_000")
@@ -382,7 +375,7 @@ def test_real_shapenetpart_txt():
 
 
 def test_real_sample_meshes():
-    folder = need(DATA / "meshes")
+    folder = shared_data("meshes")
     sources, problems = discover(folder)
     assert problems == [] and {s.kind for s in sources} == {"mesh"}
     shapes = {s.shape_id: load_shape(s, n_points=1000) for s in sources}
@@ -408,3 +401,88 @@ def test_pickled_label_npy_without_dict(tmp_path):
     assert error.value.path == str(folder / "label.npy")
     np.save(folder / "label.npy", np.zeros(50, int))
     assert load_shape(discover(tmp_path)[0][0]).part_names == ["lid"]
+
+
+class _RunsCode:
+    """A pickle payload whose loading would create a file (the attack of issue 13)."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+class _RunsCodeThenDict:
+    """Runs code while loading and then yields a valid label dict."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (eval, (f"__import__('pathlib').Path({str(self.target)!r}).touch() or "
+                       "{'semantic_seg': __import__('numpy').zeros(50, int)}",))
+
+
+def _partnete_shape(tmp_path: Path) -> Path:
+    folder = tmp_path / "Bottle" / "3"
+    folder.mkdir(parents=True)
+    write_ply_cloud(folder / "pc.ply", sphere(50))
+    return folder
+
+
+@pytest.mark.parametrize("payload", [_RunsCode, _RunsCodeThenDict])
+def test_label_npy_never_runs_code(tmp_path, payload):
+    folder = _partnete_shape(tmp_path)
+    marker = tmp_path / "pwned"
+    inner = np.empty((), dtype=object)
+    inner[()] = payload(marker)
+    np.save(folder / "label.npy", inner, allow_pickle=True)
+    with pytest.raises(InputError) as error:
+        load_shape(discover(tmp_path)[0][0])
+    assert not marker.exists()
+    assert error.value.path == str(folder / "label.npy")
+    assert "refusing to load" in error.value.problem and "\n" not in str(error.value)
+
+
+def test_label_npy_dict_of_plain_values_loads(tmp_path):
+    folder = _partnete_shape(tmp_path)
+    np.save(folder / "label.npy", {"semantic_seg": np.zeros(50, np.int64),
+                                   "instance_seg": np.arange(50), "count": np.int64(50),
+                                   "name": "bottle"}, allow_pickle=True)
+    shape = load_shape(discover(tmp_path)[0][0])
+    assert (shape.point_labels == 0).all() and shape.point_instances[-1] == 49
+    # an object array nested in the dict is refused, whatever it holds
+    np.save(folder / "label.npy", {"semantic_seg": np.array([None] * 50, dtype=object)},
+            allow_pickle=True)
+    with pytest.raises(InputError, match="not numeric arrays"):
+        load_shape(discover(tmp_path)[0][0])
+
+
+def test_string_and_fractional_labels_refused(tmp_path):
+    folder = _partnete_shape(tmp_path)
+    np.save(folder / "label.npy", np.array(["lid"] * 50))
+    with pytest.raises(InputError, match="must be integers"):
+        load_shape(discover(tmp_path)[0][0])
+    np.save(folder / "label.npy", np.full(50, 0.5))
+    with pytest.raises(InputError, match="whole numbers"):
+        load_shape(discover(tmp_path)[0][0])
+    np.save(folder / "label.npy", np.zeros(50))  # whole floats are fine
+    assert (load_shape(discover(tmp_path)[0][0]).point_labels == 0).all()
+
+
+def test_huge_or_collapsed_coordinates_refused(tmp_path):
+    huge = tmp_path / "huge.xyz"
+    np.savetxt(huge, sphere(50) * 1e300)
+    with pytest.raises(InputError, match="too large to normalise"):
+        load_shape(discover(huge)[0][0])
+    mesh = write_off(tmp_path / "huge.off", np.array([[0, 0, 0], [1e300, 0, 0],
+                                                     [0, 1e300, 0]], float),
+                     np.array([[0, 1, 2]]))
+    with pytest.raises(InputError, match="too large to normalise"):
+        load_shape(discover(mesh)[0][0])
+    # distinct in float64 but one point once centred and stored as float32
+    flat = tmp_path / "flat.xyz"
+    np.savetxt(flat, np.array([[1e20, 0, 0], [1e20, 0, 0]]))
+    with pytest.raises(InputError, match="no extent"):
+        load_shape(discover(flat)[0][0])
