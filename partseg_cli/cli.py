@@ -14,11 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import click
 import typer
 
 from . import __version__
-from .errors import PartsegError
+from .errors import PartsegError, first_line, os_error_line
 from .pipeline import StageReport
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ app = typer.Typer(
     help="Zero- and few-shot 3D part segmentation: render shapes, ask a 2D teacher where "
          "the parts are, lift and distil its answers into 3D. Every stage reads and writes "
          "one workspace (--work / WORK) and skips work whose inputs did not change.",
-    no_args_is_help=True,
+    invoke_without_command=True,  # bare `partseg` gets one line from root(), not a traceback
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -75,10 +74,15 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=version_callback,
                                           is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """partseg command line."""
+    if ctx.invoked_subcommand is None:
+        commands = ", ".join(ctx.command.list_commands(ctx))
+        raise PartsegError(f"no command given; choose one of {commands} "
+                           "(see 'partseg --help')")
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object,
@@ -86,24 +90,47 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: ob
     return f"partseg: warning: {message}\n"
 
 
-def main() -> None:
+def _usage_line(exc: typer.TyperException) -> str:
+    """One line for a usage error (bad value, missing argument, unknown option or
+    command): the failing command, the problem, and where its help is."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "partseg"
+    return f"partseg: error: {command}: {first_line(exc.format_message())} " \
+           f"(see '{command} --help')"
+
+
+def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors, meaningful exit codes, never a traceback
-    for a problem the user can fix."""
+    for a problem the user can fix.
+
+    The command is parsed and invoked here rather than through typer's standalone mode,
+    which prints usage blocks, turns Ctrl-C into a silent exit and, since typer 0.29
+    vendors its own click, raises exceptions that ``click`` names never match. What
+    typer raises is caught by its public names: Exit, Abort and TyperException (the
+    base of its usage errors)."""
     warnings.formatwarning = _one_line_warning
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = typer.main.get_command(app)
     try:
-        result = app(standalone_mode=False)
+        with command.make_context("partseg", args) as ctx:
+            result = command.invoke(ctx)
     except PartsegError as exc:
-        typer.echo(f"partseg: error: {exc}", err=True)
+        typer.echo(f"partseg: error: {first_line(exc)}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except typer.TyperException as exc:
+        typer.echo(_usage_line(exc), err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt, EOFError):
         typer.echo("partseg: interrupted (finished outputs are kept; rerun to resume)",
                    err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)  # the reader of our output went away (e.g. `| head`)
+    except OSError as exc:  # a file the stages did not wrap: read-only folder, full disk
+        typer.echo(f"partseg: error: {os_error_line(exc)}", err=True)
+        sys.exit(2)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ class InputError(PartsegError):
 
 class StoreError(PartsegError):
     """A workspace that is missing, incompatible or lacks a stage's input."""
+
+
+class WriteError(StoreError):
+    """The workspace or an output file cannot be written (read-only folder, full disk,
+    no permission): every shape would fail alike, so the run stops at once."""
 
 
 class ModelError(PartsegError):
@@ -60,3 +66,22 @@ def state_dict_mismatch(expected: Mapping[str, Any], state: Mapping[str, Any],
     if len(resized) > show:
         problems.append(f"{len(resized) - show} more differently shaped")
     return "; ".join(problems) or None
+
+
+_OS_PROBLEMS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a path component is a file, not a folder",
+    errno.EISDIR: "is a folder, not a file",
+}
+
+
+def os_error_line(err: OSError, path: str | Path | None = None) -> str:
+    """One line naming the path and the problem of a failed file operation."""
+    where = path if path is not None else err.filename
+    problem = _OS_PROBLEMS.get(err.errno or -1) or err.strerror or first_line(err)
+    return f"{where}: {problem}" if where is not None else problem
