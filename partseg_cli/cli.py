@@ -748,5 +748,67 @@ def rescore(
     finish([stage.run(workspace, ids, config, force)])
 
 
+@app.command()
+def adapt(
+    work: Work,
+    method: Annotated[str, typer.Option(
+        help="Few-shot method: partstad (learned box weights, Kim & Sung 2024) or bipart.")
+                      ] = "partstad",
+    train_ids: Annotated[list[str] | None, typer.Option(
+        "--train-ids", help="Train on these labelled shapes (glob patterns, repeatable), "
+        "e.g. 'Chair_1*' for 8 shapes of one category; every shape is labelled after.")
+                         ] = None,
+    model_name: Annotated[str | None, typer.Option(
+        help="Where to save the trained network: a name (a folder in the workspace) or a "
+             "path.")] = None,
+    apply: Annotated[str | None, typer.Option(
+        help="Label the shapes with a saved network: its name in this workspace or a path "
+             "(e.g. ../chairs/chair-stad).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Training epochs (default: the method's paper value; PartSTAD 400). The last "
+             "state is kept, never one chosen on test shapes.")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Learning rate of the network (default: the paper's; PartSTAD AdamW 1e-4).")
+                  ] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Shapes per training step (default: the paper's; PartSTAD 2).")] = None,
+    loss: Annotated[str | None, typer.Option(
+        help="PartSTAD loss: mriou (1 - relaxed 3D mIoU, the paper) or ce (cross-entropy, "
+             "its supplementary ablation).")] = None,
+    weights: Annotated[str | None, typer.Option(
+        help="PartSTAD box weights: learned (the paper) or confidence (the detector's "
+             "confidence, only the null score learned; supplementary ablation).")] = None,
+    null_lr: Annotated[float | None, typer.Option(
+        help="PartSTAD: AdamW learning rate of the null score (paper 5e-2).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="PartSTAD: a superpoint takes a part only with at least this probability "
+             "(default 0.5).")] = None,
+    instances: Annotated[bool | None, typer.Option(
+        "--instances/--no-instances", help="PartSTAD: also merge superpoints into "
+        "instances (default on).")] = None,
+    shape_id: Shapes = None,
+    shard: Shard = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Few-shot adaptation: train a method on labelled shapes, or apply a trained one.
+
+    Stores a labelling per shape under the method's name (`evaluate --method partstad`);
+    training shapes are marked and never scored as test shapes.
+    """
+    from . import adapt as stage
+    from .pipeline import resolve_device
+
+    workspace, ids = _open(work, shape_id, shard)
+    options = {"loss": loss, "weights": weights, "null_lr": null_lr, "threshold": threshold,
+               "instances": instances}
+    config = stage.AdaptConfig(train_ids=train_ids, model_name=model_name, apply=apply,
+                               epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                               device=resolve_device(device),
+                               options={k: v for k, v in options.items() if v is not None})
+    finish(stage.run(method, workspace, ids, config, force))
+
+
 if __name__ == "__main__":
     main()

@@ -31,6 +31,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "vote": 2,
     "distill": 1,
     "rescore": 1,
+    "partstad": 1,
 }
 
 

@@ -86,7 +86,8 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
                    superpoints: np.ndarray, points: np.ndarray, pixel_point: np.ndarray,
                    semantic: np.ndarray, adjacency_gap: float = 0.02,
                    feature_distance: float = 0.2, size_ratio: float = 100.0,
-                   box_iou: float = 0.5, scores: np.ndarray | None = None
+                   box_iou: float = 0.5, scores: np.ndarray | None = None,
+                   unit_weights: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PartSLIP instance merging over labelled superpoints.
 
@@ -103,6 +104,9 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
     pixels has IoU > ``box_iou`` with a predicted box of its part (boxes dropped as
     whole-object units do not count when ``units`` come from boxes or masks).
     scores: (P, K) voting scores for the instance scores; computed when None.
+    unit_weights: (U,) float >= 0, a weight per unit (PartSTAD's learned box weights):
+    each unit's fractions are scaled by it, so heavy units dominate the distance and
+    units of weight 0 do not count; None weighs every unit 1 (PartSLIP).
     Returns (point_instances (N,) int32, -1 none; instance_labels (I,) int32;
     instance_scores (I,) float32 = point-weighted mean of its part's score).
     """
@@ -113,6 +117,8 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
     a, b = _adjacent_pairs(points, superpoints, sp_label, sizes, adjacency_gap, size_ratio)
     if a.size:
         frac = _fraction_inside(units, visible, superpoints, n_sp)  # (U, K), NaN unseen
+        if unit_weights is not None:
+            frac = frac * np.asarray(unit_weights, np.float64)[:, None]
         own_part = units.labels[:, None] == sp_label[a][None, :]
         link = fraction_distance(frac[:, a], frac[:, b], own_part) < feature_distance
         a, b = a[link], b[link]
