@@ -75,7 +75,8 @@ def main() -> None:
         views = render_points(shape.points, shape.colors, cameras)
         n_parts = len(shape.part_names)
         gt_images = label_images(views, shape.point_labels)
-        boxes = simulate_boxes(gt_images, n_parts, shape.part_names, seed=0)
+        boxes = simulate_boxes(gt_images, n_parts, shape.part_names, seed=0, images=views.rgb,
+                               foreground=views.pixel_point >= 0, category=shape.category)
         units = units_from_boxes(boxes, views.pixel_point, len(shape.points))
         sp = compute_superpoints(shape.points, shape.colors, shape.normals)
         voted = vote(units, boxes, views.pixel_point, sp, shape.points, shape.part_names,

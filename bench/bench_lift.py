@@ -89,7 +89,8 @@ def main() -> None:
         views = render_points(points, colors, cameras)
         pixel_point = views.pixel_point
         gt = label_images(views, labels)
-        boxes = simulate_boxes(gt, n_parts, part_names, seed=0)
+        boxes = simulate_boxes(gt, n_parts, part_names, seed=0, images=views.rgb,
+                               foreground=pixel_point >= 0)
         superpoints = compute_superpoints(points, colors, normals)
 
         t_units, units = median_time(units_from_boxes, boxes, pixel_point, n)

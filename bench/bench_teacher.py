@@ -1,20 +1,28 @@
-"""Calibration of the simulated teacher: its own 2D mIoU on rendered LabeledDB shapes.
+"""How honest and how good each 2D teacher is: leaks, confidence, 2D mIoU, masks.
 
-The simulated teacher is a measuring instrument; this bench checks that the default
-`glip-like` preset is about as good as GLIP in 2D, i.e. that its confidence-weighted 2D
-mIoU (PartDistill supplementary Eq. A-D, `evaluate.teacher_miou_2d`) lies in GLIP's
-measured band of roughly 0.40-0.60 (PartDistill Table 5: 42.8 airplane, 60.2 chair,
-53.6 knife). Only this 2D figure is calibrated; no 3D method is looked at.
+For every teacher (the simulated presets, and with --trained the network `partseg
+train-teacher` makes, trained per category on the first --train-shapes shapes and scored
+on the others) and every category, over the boxes of the scored shapes:
 
-For each category (Airplane, Chair, Cup, Table) the first --shapes shapes of
-/work/shared/data/labeleddb are loaded (10k points sampled on the mesh, per-face labels ->
-per-point labels), ray-cast from the 10 PartSLIP reference views, turned into ground-truth
-label images, and given to every preset. Printed per category and preset: mean 2D mIoU of
-boxes (regions = box minus background), of SAM-like masks refining those boxes, and of
-pixel maps (connected components of the argmax map, confidence = mean top probability),
-plus the number of boxes per view.
+- R^2 purity: cross-validated R^2 of predicting each box's ground-truth purity (share of
+  the labelled pixels inside it that carry its label) from its feature vector with ridge
+  regression (5 folds split by shape, features standardised on the training folds, the
+  best of five ridge strengths). An
+  instrument that does not leak sits near 0; glip-like-leaky shows what a leak looks like.
+- AUROC: of the box confidence for right vs wrong boxes (right: IoU >= 0.5 with a
+  ground-truth component of its own part, `evaluate.match_boxes`). 0.5 is uninformative,
+  1 an oracle; GLIP-like is 0.6-0.85.
+- precision / recall of the boxes against the ground-truth part components.
+- 2D mIoU: confidence-weighted (PartDistill supp. Eq. A-D), boxes minus background.
+- with --masks: mask purity (share of a mask's labelled pixels in its majority part) and
+  2D mIoU of GrabCut masks (`sam-refine --model grabcut`) beside the ground-truth oracle
+  (`--model sam-oracle`), for the same boxes.
 
-    python bench/bench_teacher.py [--shapes 4] [--resolution 800] [--seeds 1]
+Data: --data dev (the procedural dev shapes of bench/dev_shapes.py: presets are chosen
+here) or --data labeleddb (the shared LabeledDB meshes: test data, report only).
+
+    python bench/bench_teacher.py --data dev --shapes 6 --resolution 400
+    python bench/bench_teacher.py --data labeleddb --shapes 10 --resolution 400 --masks
 """
 
 from __future__ import annotations
@@ -22,113 +30,200 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from partseg_cli import evaluate, render, shapes, simulated  # noqa: E402
-from partseg_cli.records import Shape  # noqa: E402
+from partseg_cli.records import Boxes, Masks, Shape  # noqa: E402
 
 LABELEDDB = Path("/work/shared/data/labeleddb")
-CATEGORIES = ["Airplane", "Chair", "Cup", "Table"]
+LABELEDDB_CATEGORIES = ["Airplane", "Chair", "Cup", "Table"]
 
 
-def load_labeleddb(off: Path, n_points: int = 10000) -> Shape:
-    """One LabeledDB mesh with per-point labels (points sampled on the labelled faces)."""
-    sources, _ = shapes.discover(off.parent)
-    source = next(s for s in sources if Path(s.path) == off)
-    return shapes.load_shape(source, n_points=n_points)
+@dataclass
+class Item:
+    """One rendered labelled shape."""
+
+    shape: Shape
+    gt: np.ndarray  # (V, H, W) int32 ground-truth part per pixel
+    foreground: np.ndarray  # (V, H, W) bool
+    rgb: np.ndarray  # (V, H, W, 3) uint8
 
 
-def render_gt(render_module, shape: Shape, size: int, n_views: int = 10
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Ground-truth label images (V, H, W) int32 and foreground (V, H, W) bool."""
-    views = render_module.render_shape(shape, render_module.reference_cameras(n_views, size))
-    return render_module.label_images(views, shape.point_labels), views.pixel_point >= 0
+def load_items(data: str, category: str, count: int, resolution: int, offset: int = 0
+               ) -> list[Item]:
+    """Shapes offset..offset+count of a category, rendered in the 10 reference views."""
+    cameras = render.reference_cameras(10, resolution)
+    items = []
+    if data == "dev":
+        from dev_shapes import make_shape
+
+        for index in range(offset, offset + count):
+            shape = make_shape(category, index, 100)
+            views = render.render_points(shape.points, shape.colors, cameras)
+            items.append(Item(shape, render.label_images(views, shape.point_labels),
+                              views.pixel_point >= 0, views.rgb))
+        return items
+    offs = sorted((LABELEDDB / category).glob("*.off"),
+                  key=lambda f: int(f.stem) if f.stem.isdigit() else 0)[offset:offset + count]
+    sources, _ = shapes.discover(LABELEDDB / category)
+    by_path = {Path(s.path): s for s in sources}
+    for off in offs:
+        shape = shapes.load_shape(by_path[off], n_points=10000)
+        views = render.render_shape(shape, cameras)
+        items.append(Item(shape, render.label_images(views, shape.point_labels),
+                          views.pixel_point >= 0, views.rgb))
+    return items
 
 
-def pixel_map_regions(probs: np.ndarray, foreground: np.ndarray, min_frac: float = 0.005
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Knowledge regions of a pixel teacher: connected components of the argmax map.
-
-    Components smaller than min_frac of the view's foreground are dropped. Returns masks
-    (K, H, W) bool, view (K,), label (K,), confidence (K,) = mean top probability.
-    """
-    p = probs.astype(np.float32)
-    top, arg = p.max(-1), p.argmax(-1)
-    masks, views, labels, conf = [], [], [], []
-    for v in range(p.shape[0]):
-        min_area = max(min_frac * np.count_nonzero(foreground[v]), 1)
-        for r in range(p.shape[-1]):
-            lab, n = ndimage.label(foreground[v] & (arg[v] == r), np.ones((3, 3), bool))
-            if n == 0:
-                continue
-            area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-            mean_top = ndimage.mean(top[v], lab, np.arange(1, n + 1))
-            for c in np.flatnonzero(area >= min_area):
-                masks.append(lab == c + 1)
-                views.append(v)
-                labels.append(r)
-                conf.append(mean_top[c])
-    h, w = foreground.shape[1:]
-    return (np.array(masks, bool).reshape(-1, h, w), np.array(views, int),
-            np.array(labels, int), np.array(conf, np.float32))
+def simulated_boxes(item: Item, preset: str, seed: int) -> Boxes:
+    n_parts = len(item.shape.part_names)
+    return simulated.simulate_boxes(item.gt, n_parts, item.shape.part_names, preset, seed,
+                                    images=item.rgb, foreground=item.foreground,
+                                    category=item.shape.category)
 
 
-def score_shape(gt: np.ndarray, foreground: np.ndarray, shape: Shape, preset: str,
-                seed: int) -> dict[str, float]:
-    n_parts = len(shape.part_names)
-    boxes = simulated.simulate_boxes(gt, n_parts, shape.part_names, preset, seed)
-    regions = evaluate.box_regions(boxes.xyxy, boxes.view, foreground)
-    miou_boxes = evaluate.teacher_miou_2d(gt, regions, boxes.view, boxes.labels,
-                                          boxes.confidence, n_parts)
-    masks = simulated.simulate_masks(gt, boxes, seed, preset)
-    miou_masks = evaluate.teacher_miou_2d(gt, masks.masks & foreground[boxes.view], boxes.view,
-                                          boxes.labels, boxes.confidence, n_parts)
-    maps = simulated.simulate_pixel_maps(gt, n_parts, shape.part_names, preset, seed)
-    m, v, lab, conf = pixel_map_regions(maps.probs, foreground)
-    miou_pixels = evaluate.teacher_miou_2d(gt, m, v, lab, conf, n_parts)
-    return {"boxes": miou_boxes, "masks": miou_masks, "pixels": miou_pixels,
-            "boxes/view": len(boxes) / gt.shape[0]}
+def cv_r2(features: np.ndarray, target: np.ndarray, groups: np.ndarray, folds: int = 5,
+          ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)) -> float:
+    """Cross-validated R^2 of a ridge regression, folds split by group (shape); the best
+    over the ridge strengths, so a leak is not hidden by a badly chosen one."""
+    return max(_cv_r2(features, target, groups, folds, r) for r in ridges)
+
+
+def _cv_r2(features: np.ndarray, target: np.ndarray, groups: np.ndarray, folds: int,
+           ridge: float) -> float:
+    unique = np.unique(groups)
+    if len(unique) < 2:
+        return float("nan")
+    fold_of = {g: i % min(folds, len(unique)) for i, g in enumerate(unique)}
+    fold = np.array([fold_of[g] for g in groups])
+    pred = np.zeros_like(target, dtype=np.float64)
+    for k in np.unique(fold):
+        train, test = fold != k, fold == k
+        mean, std = features[train].mean(0), features[train].std(0) + 1e-9
+        offset = target[train].mean()  # the intercept, not penalised
+        x = (features[train] - mean) / std
+        w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (target[train] - offset))
+        pred[test] = (features[test] - mean) / std @ w + offset
+    total = np.sum((target - target.mean()) ** 2)
+    return float(1.0 - np.sum((target - pred) ** 2) / max(total, 1e-12))
+
+
+def mask_purity(gt: np.ndarray, view: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(B,) share of each mask's labelled pixels in its majority part (NaN when none)."""
+    out = np.full(len(masks), np.nan)
+    for b in range(len(masks)):
+        labels = gt[view[b]][masks[b]]
+        labels = labels[labels >= 0]
+        if labels.size:
+            out[b] = np.bincount(labels).max() / labels.size
+    return out
+
+
+def score(items: list[Item], boxes: list[Boxes], refiners: dict[str, object]
+          ) -> dict[str, float]:
+    """Pooled box diagnostics of one teacher on one category's scored shapes."""
+    purity, features, groups, right, conf, mious = [], [], [], [], [], []
+    recalled = components = 0
+    mask_rows: dict[str, list[list[float]]] = {name: [[], []] for name in refiners}
+    for index, (item, b) in enumerate(zip(items, boxes, strict=True)):
+        n_parts = len(item.shape.part_names)
+        purity.append(simulated.box_purity(item.gt, b.view, b.xyxy, b.labels))
+        features.append(b.features)
+        groups.append(np.full(len(b), index))
+        ok, hit, n_comp = evaluate.match_boxes(item.gt, b.view, b.xyxy, b.labels, n_parts)
+        right.append(ok)
+        conf.append(b.confidence)
+        recalled, components = recalled + hit, components + n_comp
+        regions = evaluate.box_regions(b.xyxy, b.view, item.foreground)
+        mious.append(evaluate.teacher_miou_2d(item.gt, regions, b.view, b.labels,
+                                              b.confidence, n_parts))
+        for name, refine in refiners.items():
+            masks: Masks = refine(item, b)
+            kept = masks.masks & item.foreground[b.view]
+            mask_rows[name][0].append(np.nanmean(mask_purity(item.gt, b.view, kept)))
+            mask_rows[name][1].append(evaluate.teacher_miou_2d(
+                item.gt, kept, b.view, b.labels, b.confidence, n_parts))
+    right_all = np.concatenate(right)
+    out = {
+        "R2 purity": cv_r2(np.concatenate(features).astype(np.float64),
+                           np.concatenate(purity).astype(np.float64), np.concatenate(groups)),
+        "AUROC": evaluate.auroc(np.concatenate(conf), right_all),
+        "precision": float(right_all.mean()) if right_all.size else float("nan"),
+        "recall": recalled / max(components, 1),
+        "2D mIoU": float(np.nanmean(mious)),
+        "boxes/view": float(np.mean([len(b) / i.gt.shape[0] for i, b in zip(items, boxes,
+                                                                            strict=True)])),
+    }
+    for name, (pur, miou) in mask_rows.items():
+        out[f"{name} purity"] = float(np.nanmean(pur))
+        out[f"{name} 2D"] = float(np.nanmean(miou))
+    return out
+
+
+def mask_refiners() -> dict[str, object]:
+    from partseg_cli.sam_refine import GrabCutRefiner
+
+    grabcut = GrabCutRefiner()
+
+    def oracle(item: Item, boxes: Boxes) -> Masks:
+        return simulated.simulate_masks(item.gt, boxes, seed=0)
+
+    def refine_grabcut(item: Item, boxes: Boxes) -> Masks:
+        return grabcut.refine(item.rgb, boxes)
+
+    return {"grabcut": refine_grabcut, "oracle": oracle}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", type=int, default=4, help="shapes per category")
-    parser.add_argument("--resolution", type=int, default=800, help="image side, pixels")
+    parser.add_argument("--data", choices=["dev", "labeleddb"], default="dev")
+    parser.add_argument("--shapes", type=int, default=6, help="scored shapes per category")
+    parser.add_argument("--resolution", type=int, default=400, help="image side, pixels")
     parser.add_argument("--seeds", type=int, default=1, help="teacher seeds per shape")
     parser.add_argument("--presets", default=",".join(simulated.PRESETS))
+    parser.add_argument("--categories", nargs="*", default=None)
+    parser.add_argument("--masks", action="store_true",
+                        help="also GrabCut and oracle mask purity (slower)")
     args = parser.parse_args()
-    if not LABELEDDB.is_dir():
+    if args.data == "labeleddb" and not LABELEDDB.is_dir():
         sys.exit(f"{LABELEDDB} not found")
-    torch.set_num_threads(1)
-    presets = args.presets.split(",")
-    print(f"LabeledDB, {args.shapes} shapes/category, 10 reference views at "
-          f"{args.resolution}x{args.resolution} (mesh ray casting), 10k points, "
-          f"{args.seeds} seed(s); confidence-weighted 2D mIoU (PartDistill supp. Eq. A-D)")
+    torch.set_num_threads(2)
+    from dev_shapes import MAKERS
+
+    categories = args.categories or (list(MAKERS) if args.data == "dev"
+                                     else LABELEDDB_CATEGORIES)
+    teachers = args.presets.split(",")
+    refiners = mask_refiners() if args.masks else {}
+    print(f"data {args.data}, {args.shapes} shapes/category, 10 reference views at "
+          f"{args.resolution} px, {args.seeds} seed(s)")
     start = time.time()
-    table: dict[str, dict[str, list[dict[str, float]]]] = {p: {} for p in presets}
-    for category in CATEGORIES:
-        offs = sorted((LABELEDDB / category).glob("*.off"),
-                      key=lambda f: int(f.stem) if f.stem.isdigit() else 0)[: args.shapes]
-        for off in offs:
-            shape = load_labeleddb(off)
-            gt, fg = render_gt(render, shape, args.resolution)
-            for preset in presets:
-                for seed in range(args.seeds):
-                    row = score_shape(gt, fg, shape, preset, seed)
-                    table[preset].setdefault(category, []).append(row)
-    keys = ["boxes", "masks", "pixels", "boxes/view"]
-    print(f"{'preset':<10} {'category':<9} " + " ".join(f"{k:>10}" for k in keys))
-    for preset in presets:
-        cats = table[preset]
-        for category, rows in [*cats.items(), ("mean", [r for rs in cats.values() for r in rs])]:
-            means = [np.nanmean([r[k] for r in rows]) for k in keys]
-            print(f"{preset:<10} {category:<9} " + " ".join(f"{m:>10.3f}" for m in means))
+    table: dict[str, dict[str, dict[str, float]]] = {t: {} for t in teachers}
+    for category in categories:
+        items = load_items(args.data, category, args.shapes, args.resolution)
+        for teacher in teachers:
+            rows = []
+            for seed in range(args.seeds):
+                boxes = [simulated_boxes(item, teacher, seed * 1000 + i)
+                         for i, item in enumerate(items)]
+                rows.append(score(items, boxes, refiners))
+            table[teacher][category] = {k: float(np.mean([r[k] for r in rows]))
+                                        for k in rows[0]}
+        print(f"  {category} done ({time.time() - start:.0f} s)", flush=True)
+    keys = list(next(iter(table[teachers[0]].values())))
+    print(f"{'teacher':<16} {'category':<9} " + " ".join(f"{k:>14}" for k in keys))
+    for teacher in teachers:
+        cats = table[teacher]
+        for category, row in [*cats.items(), ("mean", {k: float(np.mean([r[k] for r in
+                                                                          cats.values()]))
+                                                        for k in keys})]:
+            print(f"{teacher:<16} {category:<9} " + " ".join(f"{row[k]:>14.3f}" for k in keys))
     print(f"({time.time() - start:.0f} s)")
 
 

@@ -170,7 +170,8 @@ class DevItem:
 
 def prepare(category: str, count: int, seed: int, resolution: int) -> list[DevItem]:
     """Shapes with teacher units and the voting baseline, cached under /tmp."""
-    path = CACHE / f"{category}_{count}_{seed}_{resolution}.pkl"
+    # "v2": the de-leaked simulated teacher (boxes scored from the pixels, not the truth)
+    path = CACHE / f"{category}_{count}_{seed}_{resolution}_v2.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     cameras = reference_cameras(10, resolution)
@@ -180,7 +181,9 @@ def prepare(category: str, count: int, seed: int, resolution: int) -> list[DevIt
         views = render_points(shape.points, shape.colors, cameras)
         gt_images = label_images(views, shape.point_labels)
         n_parts = len(shape.part_names)
-        boxes = simulate_boxes(gt_images, n_parts, shape.part_names, seed=seed + index)
+        boxes = simulate_boxes(gt_images, n_parts, shape.part_names, seed=seed + index,
+                               images=views.rgb, foreground=views.pixel_point >= 0,
+                               category=category)
         units = units_from_boxes(boxes, views.pixel_point, len(shape.points))
         sp = compute_superpoints(shape.points, shape.colors, shape.normals)
         voted = vote(units, boxes, views.pixel_point, sp, shape.points, shape.part_names,

@@ -290,7 +290,10 @@ def detect(
         help="Prompt template; {part} and {category} are filled in.")] = None,
     threshold: Annotated[float, typer.Option(help="Box score threshold.")] = 0.1,
     preset: Annotated[str, typer.Option(help="Noise preset of the simulated teacher: "
-                                        "glip-like, weak, clean.")] = "glip-like",
+                                        "glip-like, weak, clean; glip-like-leaky is the "
+                                        "earlier one whose confidences and features leak "
+                                        "ground-truth purity (for comparison only).")
+                      ] = "glip-like",
     batch_size: Annotated[int, typer.Option(help="Views per forward pass.")] = 4,
     png: Png = None,
     shape_id: Shapes = None,
@@ -319,7 +322,10 @@ def sam_refine(
     work: Work,
     model: Annotated[str | None, typer.Option(
         help="SAM through transformers: model id or local folder (default "
-             "facebook/sam-vit-base), or 'simulated' for the measuring instrument.")] = None,
+             "facebook/sam-vit-base); 'grabcut' for OpenCV's GrabCut on the rendered RGB "
+             "(no weights); or 'sam-oracle' (alias 'simulated'), a measuring instrument "
+             "that cuts the GROUND-TRUTH part region to each box: an upper bound, not a "
+             "method.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="Official segment-anything checkpoint file (e.g. sam_vit_h_4b8939.pth); "
              "needs `pip install 'partseg[sam]'` and torchvision.")] = None,
@@ -599,12 +605,14 @@ Resolution = Annotated[int, typer.Option(help="Image size in pixels.")]
 Points = Annotated[int, typer.Option(help="Points sampled from each mesh (point clouds "
                                      "keep theirs).")]
 Preset = Annotated[str, typer.Option(help="Simulated teacher preset: glip-like, weak, "
-                                     "clean.")]
+                                     "clean; glip-like-leaky leaks ground-truth purity into "
+                                     "confidences and features (for comparison only).")]
 Backend = Annotated[str | None, typer.Option(help="Store backend of a new workspace: zarr "
                                              "or hdf5.")]
 Model = Annotated[str | None, typer.Option(help="Teacher model id or local folder.")]
 Sam = Annotated[str | None, typer.Option(
-    help="Refine boxes with SAM before lifting: a model id/folder, or 'simulated'.")]
+    help="Refine boxes into masks before lifting: a SAM model id/folder, 'grabcut', or "
+         "'sam-oracle' (ground-truth masks: a measuring instrument).")]
 
 
 @app.command("run")

@@ -491,9 +491,15 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
             from .simulated import simulate_boxes, simulate_pixel_maps
 
             gt = simulated_ground_truth(workspace, shape, part_names)
-            simulate = simulate_boxes if config.teacher == "simulated" else simulate_pixel_maps
-            return simulate(gt, len(part_names), part_names, config.preset,
-                            seed=config.seed + _stable_int(shape_id))
+            seed = config.seed + _stable_int(shape_id)
+            if config.teacher == "simulated-pixels":
+                return simulate_pixel_maps(gt, len(part_names), part_names, config.preset,
+                                           seed=seed, category=shape.category)
+            # Boxes are scored from what a detector sees: the rendered RGB and silhouette.
+            render = workspace.read(scope, "render", ["rgb", "pixel_point"]).arrays
+            return simulate_boxes(gt, len(part_names), part_names, config.preset, seed=seed,
+                                  images=render["rgb"], foreground=render["pixel_point"] >= 0,
+                                  category=shape.category)
         if teacher is None:  # loaded once, on the first shape that needs it
             teacher = load_teacher(config.teacher, config.model, config.device)
         images = workspace.read(scope, "render", ["rgb"]).arrays["rgb"]

@@ -673,6 +673,98 @@ def teacher_miou_2d(gt_labels: np.ndarray, masks: np.ndarray, view: np.ndarray,
     return float(all_ious.mean()) if all_ious.size else math.nan
 
 
+BOX_MATCH_IOU = 0.5  # a box is right when it overlaps a same-part component this much
+MIN_COMPONENT_FRACTION = 0.002  # components smaller than this share of a view's labelled
+#                                 pixels are not targets (a few stray pixels of a part)
+COMPONENT_GAP = 0.004  # same-part pixels this close (fraction of the image side) are one
+#                        component: bridges the holes between splatted points
+
+
+def part_components(gt_labels: np.ndarray, n_parts: int, gap: float = COMPONENT_GAP
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ground-truth part components of label images, the targets of box precision/recall.
+
+    gt_labels: (V, H, W) int, -1 background. Per view and part, the 8-connected components
+    of the part's pixels after closing gaps of ``gap`` x image side (closing bridges only
+    background: the component box is that of its own pixels).
+    Returns view (C,) int64, part (C,) int64, xyxy (C, 4) float64 pixel corners and
+    share (C,) float64 of the view's labelled pixels that the component holds.
+    """
+    from scipy import ndimage
+
+    gt_labels = np.asarray(gt_labels)
+    n_views, height, width = gt_labels.shape
+    radius = int(round(gap * max(height, width)))
+    r = np.arange(-radius, radius + 1)
+    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
+    views, parts, boxes, shares = [], [], [], []
+    for v in range(n_views):
+        labelled = max(int(np.count_nonzero(gt_labels[v] >= 0)), 1)
+        for p in range(n_parts):
+            mask = gt_labels[v] == p
+            if not mask.any():
+                continue
+            closed = ndimage.binary_dilation(mask, disk) if radius > 0 else mask
+            lab, n = ndimage.label(closed, np.ones((3, 3), bool))
+            own = np.where(mask, lab, 0)
+            area = np.bincount(own.ravel(), minlength=n + 1)[1:]
+            for c, sl in enumerate(ndimage.find_objects(own, n)):
+                if sl is None:
+                    continue
+                views.append(v)
+                parts.append(p)
+                boxes.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
+                shares.append(area[c] / labelled)
+    return (np.asarray(views, np.int64), np.asarray(parts, np.int64),
+            np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(shares, np.float64))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) IoU of XYXY boxes."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
+
+
+def match_boxes(gt_labels: np.ndarray, view: np.ndarray, xyxy: np.ndarray,
+                label: np.ndarray, n_parts: int, iou_threshold: float = BOX_MATCH_IOU,
+                min_fraction: float = MIN_COMPONENT_FRACTION) -> tuple[np.ndarray, int, int]:
+    """Which boxes are right, against the ground-truth part components (`part_components`).
+
+    A box is right when some component of its own part in its view has IoU >= threshold
+    with it (not one-to-one: duplicates of a right box are right too, so a box's verdict
+    does not depend on the other boxes). Recall counts the components holding at least
+    ``min_fraction`` of their view's labelled pixels (not a few stray pixels) that some box
+    of their part matches. Returns right (B,) bool, the number of recalled components, the
+    number of components counted for recall.
+    """
+    view = np.asarray(view, np.int64).ravel()
+    label = np.asarray(label, np.int64).ravel()
+    c_view, c_part, c_xyxy, c_share = part_components(gt_labels, n_parts)
+    same = (view[:, None] == c_view[None]) & (label[:, None] == c_part[None])  # (B, C)
+    hit = same & (box_iou(xyxy, c_xyxy) >= iou_threshold)
+    counted = c_share >= min_fraction
+    return hit.any(axis=1), int((hit.any(axis=0) & counted).sum()), int(counted.sum())
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive`` vs the rest (ties count
+    half: the Mann-Whitney U statistic); NaN when either class is empty."""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, np.float64).ravel()
+    positive = np.asarray(positive, bool).ravel()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 # --- the `partseg evaluate` stage ---------------------------------------------------------
 
 

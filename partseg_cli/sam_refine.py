@@ -1,12 +1,18 @@
-"""Box -> mask refinement with Segment Anything (SAM).
+"""Box -> mask refinement with Segment Anything (SAM), or GrabCut without weights.
 
-Two loaders give the same `Refiner` interface (numpy images and `records.Boxes` in
+Three refiners give the same `Refiner` interface (numpy images and `records.Boxes` in
 original pixels in, `records.Masks` at image size out):
 
 - `model`: a `transformers` SAM (`SamModel` / `SamProcessor.from_pretrained`, a Hugging
   Face id or a save_pretrained folder; default "facebook/sam-vit-base");
 - `checkpoint`: an official `segment_anything` .pth file (`sam_model_registry`), which
-  needs the optional extra `pip install 'partseg[sam]'` and torchvision.
+  needs the optional extra `pip install 'partseg[sam]'` and torchvision;
+- `model="grabcut"`: OpenCV's GrabCut on the rendered RGB (`GrabCutRefiner`), a classical
+  box-prompted segmenter whose masks follow appearance edges: the stand-in for SAM when
+  no weights are at hand.
+
+`model="sam-oracle"` (alias "simulated") is not a refiner but a measuring instrument:
+the ground-truth region cut to the box (`simulated.simulate_masks`), an upper bound.
 
 For every view the image embedding is computed once and that view's boxes go through
 the mask decoder in batches (at most POSTPROCESS_CHUNK masks are upsampled to full size
@@ -34,6 +40,11 @@ from partseg_cli.store import Workspace, shape_scope
 
 DEFAULT_SAM_MODEL = "facebook/sam-vit-base"
 POSTPROCESS_CHUNK = 16  # boxes upsampled to full resolution at a time (bounds memory)
+GRABCUT = "grabcut"
+ORACLE_MODELS = ("sam-oracle", "simulated")  # ground-truth masks: an instrument, no model
+GRABCUT_ITERATIONS = 5  # OpenCV's own examples use 5
+GRABCUT_MARGIN = 0.1  # the crop around a box: this fraction of its size, for background
+GRABCUT_MAX_SIDE = 256  # larger crops are shrunk to this side first (GrabCut is O(pixels))
 
 
 class Refiner(ABC):
@@ -120,6 +131,79 @@ class SegmentAnythingRefiner(Refiner):
         return torch.cat(masks).numpy(), torch.cat(scores).numpy()
 
 
+class GrabCutRefiner(Refiner):
+    """OpenCV's GrabCut (Rother et al. 2004) initialised with each box as its rectangle:
+    colour models of the object inside the box and of the background around it, then a
+    graph cut along the image's edges. Appearance only: no weights, no ground truth.
+
+    Each box is cut in its own crop (the box plus GRABCUT_MARGIN of its size on every side,
+    shrunk to at most GRABCUT_MAX_SIDE pixels), several boxes at once in threads (OpenCV
+    releases the GIL). Boxes too small to model (under 3 pixels a side) keep the whole box.
+    GrabCut has no quality estimate: every score is 1. OpenCV's random generator is
+    re-seeded before each cut, so equal inputs give equal masks.
+    """
+
+    def __init__(self, iterations: int = GRABCUT_ITERATIONS, workers: int | None = None):
+        import os
+
+        self.iterations = iterations
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.name = f"grabcut:{iterations}"
+
+    def _refine_view(self, image, xyxy):
+        from concurrent.futures import ThreadPoolExecutor
+
+        height, width = image.shape[:2]
+        with ThreadPoolExecutor(self.workers) as pool:
+            crops = list(pool.map(lambda box: self._cut(image, box), xyxy))
+        masks = np.zeros((len(xyxy), height, width), bool)
+        for b, (mask, (x0, y0)) in enumerate(crops):
+            masks[b, y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]] = mask
+        return masks, np.ones(len(xyxy), np.float32)
+
+    def _cut(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The mask of one box inside its crop, and the crop's top-left corner."""
+        import cv2
+
+        height, width = image.shape[:2]
+        x0, y0 = np.clip(np.floor(box[:2]).astype(int), 0, [width - 1, height - 1])
+        x1, y1 = np.clip(np.ceil(box[2:]).astype(int), [x0 + 1, y0 + 1], [width, height])
+        mx, my = int(np.ceil(GRABCUT_MARGIN * (x1 - x0))), int(np.ceil(GRABCUT_MARGIN * (y1 - y0)))
+        cx0, cy0 = max(x0 - mx, 0), max(y0 - my, 0)
+        cx1, cy1 = min(x1 + mx, width), min(y1 + my, height)
+        crop = image[cy0:cy1, cx0:cx1]
+        scale = min(1.0, GRABCUT_MAX_SIDE / max(crop.shape[:2]))
+        if scale < 1.0:
+            crop = cv2.resize(crop, (max(int(crop.shape[1] * scale), 1),
+                                     max(int(crop.shape[0] * scale), 1)),
+                              interpolation=cv2.INTER_AREA)
+        rx0, ry0 = int((x0 - cx0) * scale), int((y0 - cy0) * scale)
+        rx1 = min(int(np.ceil((x1 - cx0) * scale)), crop.shape[1])
+        ry1 = min(int(np.ceil((y1 - cy0) * scale)), crop.shape[0])
+        # GrabCut needs background samples: a box filling its whole crop (the whole image)
+        # gives up a pixel on every side.
+        if rx0 == 0 and ry0 == 0 and rx1 == crop.shape[1] and ry1 == crop.shape[0]:
+            rx0, ry0, rx1, ry1 = 1, 1, rx1 - 1, ry1 - 1
+        full = np.zeros((cy1 - cy0, cx1 - cx0), bool)
+        full[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0] = True
+        if rx1 - rx0 < 3 or ry1 - ry0 < 3:
+            return full, (cx0, cy0)
+        label = np.zeros(crop.shape[:2], np.uint8)
+        background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
+        cv2.setRNGSeed(0)
+        try:
+            cv2.grabCut(np.ascontiguousarray(crop[..., ::-1]), label,
+                        (rx0, ry0, rx1 - rx0, ry1 - ry0), background, foreground,
+                        self.iterations, cv2.GC_INIT_WITH_RECT)
+        except cv2.error:  # a region of one colour: nothing to separate
+            return full, (cx0, cy0)
+        mask = (label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)
+        if scale < 1.0:
+            mask = cv2.resize(mask.astype(np.uint8), (cx1 - cx0, cy1 - cy0),
+                              interpolation=cv2.INTER_NEAREST).astype(bool)
+        return mask, (cx0, cy0)
+
+
 def _load_segment_anything(checkpoint: str, model_type: str, device: torch.device) -> Refiner:
     try:
         from segment_anything import sam_model_registry
@@ -178,13 +262,16 @@ def _checkpoint_type(state: dict[str, torch.Tensor]) -> str | None:
 def load_refiner(model: str | None = None, checkpoint: str | None = None,
                  model_type: str = "vit_h", device: str = "cpu") -> Refiner:
     """A SAM refiner from a transformers `model` (id or folder; the default when neither is
-    given is DEFAULT_SAM_MODEL) or an official `checkpoint` file of `model_type`.
+    given is DEFAULT_SAM_MODEL), an official `checkpoint` file of `model_type`, or
+    `GrabCutRefiner` for model "grabcut".
 
     Raises ModelError when the model cannot be found or loaded, or when both are given.
     """
     if model and checkpoint:
         raise ModelError("give either a transformers SAM model or a segment_anything "
                          "checkpoint, not both")
+    if model == GRABCUT:
+        return GrabCutRefiner()
     dev = torch_device(device)
     if checkpoint:
         return _load_segment_anything(checkpoint, model_type, dev)
@@ -203,7 +290,7 @@ def load_refiner(model: str | None = None, checkpoint: str | None = None,
 class RefineConfig:
     """Options of `partseg sam-refine` (see its --help)."""
 
-    model: str | None = None  # transformers SAM id/path, or "simulated"
+    model: str | None = None  # transformers SAM id/path, "grabcut", or an ORACLE_MODELS name
     checkpoint: str | None = None  # official segment-anything checkpoint file
     model_type: str = "vit_h"
     seed: int = 0
@@ -212,8 +299,11 @@ class RefineConfig:
     def key_params(self) -> dict[str, Any]:
         if self.checkpoint:
             return {"checkpoint": self.checkpoint, "model_type": self.model_type}
-        if self.model == "simulated":
-            return {"model": "simulated", "seed": self.seed}
+        if self.model in ORACLE_MODELS:
+            return {"model": "sam-oracle", "seed": self.seed}
+        if self.model == GRABCUT:
+            return {"model": GRABCUT, "iterations": GRABCUT_ITERATIONS,
+                    "margin": GRABCUT_MARGIN, "max_side": GRABCUT_MAX_SIDE}
         return {"model": self.model or DEFAULT_SAM_MODEL}
 
 
@@ -231,7 +321,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: RefineConfig,
         if not isinstance(boxes, Boxes):
             raise PartsegError(f"{shape_id}: detections are pixel maps; sam-refine needs a "
                                "box teacher (owlv2, owlvit, grounding-dino, simulated)")
-        if config.model == "simulated":
+        if config.model in ORACLE_MODELS:
             from .detect import simulated_ground_truth
             from .simulated import simulate_masks
 

@@ -107,6 +107,12 @@ def test_sam_refine_and_pixel_teacher_paths(capsys, monkeypatch, chairs: Path,
     assert masks.masks.shape[0] == len(boxes)
     assert workspace.info(scope, "backproject")["params"]["source"] == "masks"
 
+    assert masks.refiner.startswith("sam-oracle")
+    code, _, err = partseg(capsys, monkeypatch, "sam-refine", work, "--model", "grabcut")
+    assert code == 0, err
+    masks = workspace.read_record(scope, "sam-refine", Masks)
+    assert masks.masks.shape[0] == len(boxes) and masks.refiner.startswith("grabcut")
+
     code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher",
                            "simulated-pixels")
     assert code == 0, err

@@ -430,3 +430,28 @@ def test_pixel_units_reproject_their_points(tmp_path):
     regions = unit_regions(None, "toy", units, views)
     np.testing.assert_array_equal(regions[0], [[True, False], [False, True]])
     np.testing.assert_array_equal(regions[1], [[True, True], [False, False]])
+
+
+def test_match_boxes_precision_recall_and_auroc():
+    from partseg_cli.evaluate import auroc, match_boxes, part_components
+
+    gt = np.full((1, 60, 80), -1, np.int32)
+    gt[0, 5:35, 10:50] = 0  # body
+    gt[0, 38:58, 12:18] = 1  # two legs
+    gt[0, 38:58, 40:46] = 1
+    gt[0, 0, 79] = 1  # a stray pixel: a component, not counted for recall
+    view, part, xyxy, share = part_components(gt, 2)
+    assert sorted(part.tolist()) == [0, 1, 1, 1] and np.all(view == 0)
+    assert share.min() < 0.002
+    boxes = np.array([[10, 5, 50, 35],  # the body, right
+                      [11, 6, 49, 34],  # a tight duplicate, right too
+                      [12, 38, 18, 58],  # a leg named body: wrong
+                      [12, 38, 46, 58]], np.float32)  # both legs in one box: IoU < 0.5
+    right, recalled, counted = match_boxes(gt, np.zeros(4, int), boxes, np.array([0, 0, 0, 1]),
+                                           2)
+    np.testing.assert_array_equal(right, [True, True, False, False])
+    assert (recalled, counted) == (1, 3)
+    assert auroc(np.array([0.9, 0.8, 0.3, 0.2]), right) == 1.0
+    assert auroc(np.array([0.2, 0.8, 0.3, 0.9]), right) == 0.25  # 1 of 4 pairs ordered
+    assert auroc(np.array([0.5, 0.5, 0.5, 0.5]), right) == 0.5
+    assert np.isnan(auroc(np.ones(2), np.array([True, True])))

@@ -11,6 +11,7 @@ import torch
 
 from partseg_cli import records, sam_refine
 from partseg_cli.errors import ModelError
+from partseg_cli.records import Boxes
 
 
 def _boxes(view: list[int], xyxy: list[list[float]]) -> records.Boxes:
@@ -160,3 +161,44 @@ def test_official_checkpoint_through_the_cli(capsys, monkeypatch, tmp_path):
     assert code == 2 and len(lines) == 1, err
     assert "does not match SAM model type 'vit_l'" in lines[0]
     assert "pass --model-type vit_b" in lines[0]
+
+
+def two_colour_scene() -> tuple[np.ndarray, Boxes]:
+    """A red object with a blue neighbour on white; one loose box over the red one that
+    also takes in part of the blue."""
+    image = np.full((1, 120, 160, 3), 255, np.uint8)
+    image[0, 30:90, 40:100] = (200, 40, 40)
+    image[0, 30:90, 100:130] = (40, 40, 200)
+    boxes = Boxes(view=np.zeros(1, np.int32), xyxy=np.array([[30, 20, 112, 100]], np.float32),
+                  part_probs=np.ones((1, 1), np.float32), confidence=np.ones(1, np.float32),
+                  features=np.zeros((1, 4), np.float32))
+    return image, boxes
+
+
+def test_grabcut_masks_follow_the_colour_edge():
+    from partseg_cli.sam_refine import GrabCutRefiner
+
+    image, boxes = two_colour_scene()
+    masks = GrabCutRefiner().refine(image, boxes)
+    red = np.zeros((120, 160), bool)
+    red[30:90, 40:100] = True
+    mask = masks.masks[0]
+    assert masks.masks.shape == (1, 120, 160) and masks.refiner.startswith("grabcut")
+    assert (mask & red).sum() > 0.95 * red.sum()  # the object's colour region ...
+    assert (mask & ~red).sum() < 0.05 * red.sum()  # ... and not the white or the blue
+    # Not the box: the box holds 82 x 80 pixels, the red region 60 x 60.
+    assert mask.sum() < 0.7 * 82 * 80
+    again = GrabCutRefiner().refine(image, boxes)
+    np.testing.assert_array_equal(mask, again.masks[0])
+
+
+def test_grabcut_tiny_and_whole_image_boxes():
+    from partseg_cli.sam_refine import GrabCutRefiner
+
+    image, boxes = two_colour_scene()
+    boxes.xyxy = np.array([[50, 50, 52, 51]], np.float32)
+    np.testing.assert_array_equal(np.argwhere(GrabCutRefiner().refine(image, boxes).masks[0]),
+                                  [[50, 50], [50, 51]])  # too small to model: the box
+    boxes.xyxy = np.array([[0, 0, 160, 120]], np.float32)
+    mask = GrabCutRefiner().refine(image, boxes).masks[0]
+    assert 0 < mask.sum() < 0.5 * mask.size  # the objects, not the white background
