@@ -135,11 +135,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _load_inputs(inputs: list[Path], work: Path, backend: str | None, points: int, seed: int,
-                 force: bool, shard: str | None
+                 force: bool, shard: str | None, patterns: list[str] | None = None
                  ) -> tuple[Workspace, list[ShapeSource], StageReport] | None:
-    """Discover the shapes under ``inputs`` (restricted to a shard) and load them into
-    the workspace. Returns None for an empty shard; unusable files are listed as
-    failures in the returned report."""
+    """Discover the shapes under ``inputs`` (restricted to a shard, and to the shape ids
+    matching ``patterns`` when given) and load them into the workspace. Returns None for
+    an empty shard; unusable files are listed as failures in the returned report."""
+    import fnmatch
+
     from .render import ingest
     from .shapes import discover
     from .store import Workspace
@@ -149,6 +151,12 @@ def _load_inputs(inputs: list[Path], work: Path, backend: str | None, points: in
         found, bad = discover(path)
         sources += found
         problems += bad
+    if patterns:
+        sources = [s for s in sources if any(fnmatch.fnmatch(s.shape_id, p) for p in patterns)]
+        problems = []  # files outside the selection do not matter
+        if not sources:
+            raise PartsegError(f"no shape in {', '.join(map(str, inputs))} matches "
+                               f"--shape-id {' '.join(patterns)}")
     sources = _in_shard(sources, shard, key=lambda s: s.shape_id)
     problems = _in_shard(problems, shard, key=lambda p: str(p[0]))
     seen: dict[str, Path] = {}
@@ -269,7 +277,9 @@ Png = Annotated[Path | None, typer.Option(
 
 
 Teacher = Annotated[str, typer.Option(
-    help="2D teacher: owlv2, owlvit, grounding-dino (boxes), clipseg (pixel maps); or "
+    help="2D teacher: owlv2, owlvit, grounding-dino (boxes), clipseg (pixel maps); "
+         "trained / trained-pixels: a per-category network made by `partseg "
+         "train-teacher` (boxes / pixel maps; give its folder with --model); or "
          "simulated / simulated-pixels: a measuring instrument that turns ground-truth "
          "labels into VLM-like noisy boxes / pixel maps; it needs labelled shapes and is "
          "not a segmentation method.")]
@@ -284,7 +294,8 @@ def detect(
     teacher: Teacher = "owlv2",
     model: Annotated[str | None, typer.Option(
         help="Hugging Face model id or local folder (default per teacher, e.g. "
-             "google/owlv2-base-patch16-ensemble).")] = None,
+             "google/owlv2-base-patch16-ensemble); for --teacher trained, the folder "
+             "written by `partseg train-teacher`.")] = None,
     parts: Parts = None,
     prompt: Annotated[str | None, typer.Option(
         help="Prompt template; {part} and {category} are filled in.")] = None,
@@ -590,7 +601,9 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
         reports.append(distill_stage.run(workspace, alive(), distill_stage.DistillConfig(
             mode=distill_mode, seed=seed, device=device), force))
         methods.append("distill")
-    labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)]
+    # a trained teacher's own training shapes are not scored (detect warned about them)
+    labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)
+                and not evaluate_stage.teacher_trained_on(workspace, sid)]
     for method in methods if labelled else []:
         report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart")
         typer.echo(f"[{method}]")
@@ -609,7 +622,9 @@ Preset = Annotated[str, typer.Option(help="Simulated teacher preset: glip-like, 
                                      "confidences and features (for comparison only).")]
 Backend = Annotated[str | None, typer.Option(help="Store backend of a new workspace: zarr "
                                              "or hdf5.")]
-Model = Annotated[str | None, typer.Option(help="Teacher model id or local folder.")]
+Model = Annotated[str | None, typer.Option(
+    help="Teacher model id or local folder (for --teacher trained: the folder written by "
+         "`partseg train-teacher`).")]
 Sam = Annotated[str | None, typer.Option(
     help="Refine boxes into masks before lifting: a SAM model id/folder, 'grabcut', or "
          "'sam-oracle' (ground-truth masks: a measuring instrument).")]
@@ -816,6 +831,69 @@ def adapt(
                                device=resolve_device(device),
                                options={k: v for k, v in options.items() if v is not None})
     finish(stage.run(method, workspace, ids, config, force))
+
+
+
+@app.command("train-teacher")
+def train_teacher(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="Labelled shapes: files or dataset folders (as for `partseg render`).",
+        show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write (a new "
+                                      "folder, or a model folder to replace).")],
+    work: Annotated[Path | None, typer.Option(
+        "--work", "-w", help="Workspace for the training renders (cached; default: "
+        "OUT.work beside the model folder).")] = None,
+    shape_id: Annotated[list[str] | None, typer.Option(
+        "--shape-id", help="Train only on these shape ids (glob patterns allowed; "
+        "repeatable); keep the shapes you score out of this set.")] = None,
+    views: ViewCount = 10,
+    resolution: Annotated[int, typer.Option(help="Render size in pixels (the views are "
+                                            "resized to --input-size).")] = 800,
+    points: Points = 10000,
+    input_size: Annotated[int, typer.Option(help="Network input side in pixels (a "
+                                            "multiple of 2**levels).")] = 128,
+    width: Annotated[int, typer.Option(help="Channels of the network's first level.")] = 16,
+    levels: Annotated[int, typer.Option(help="Poolings of the U-Net.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Passes over the training views (fixed "
+                                        "schedule; the last state is saved).")] = 40,
+    batch_size: Annotated[int, typer.Option(help="Views per training step.")] = 8,
+    lr: Lr = 2e-3,
+    backend: Backend = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    force: Force = False,
+) -> None:
+    """Train a per-category 2D teacher on the renders of a few labelled shapes.
+
+    It learns the part names of these shapes (not open-vocabulary); use it with
+    `detect` / `run` --teacher trained (boxes) or trained-pixels --model OUT.
+    """
+    from . import render as render_stage
+    from . import train_teacher as stage
+    from .pipeline import resolve_device
+
+    config = stage.TrainTeacherConfig(input_size=input_size, width=width, levels=levels,
+                                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                      device=resolve_device(device))
+    stage.check_config(config)
+    stage.check_out(out)
+    work = work if work is not None else out.with_name(out.name + ".work")
+    loaded = _load_inputs(inputs, work, backend, points, seed, force, None, shape_id)
+    if loaded is None:
+        return
+    workspace, sources, ingested = loaded
+    ok = [s.shape_id for s in sources if s.shape_id not in ingested.failed]
+    rendered = render_stage.run(workspace, ok, render_stage.RenderConfig(
+        n_views=views, resolution=resolution, n_points=points, seed=seed,
+        device=config.device), force)
+    reports = [ingested, rendered]
+    if ingested.failed or rendered.failed:
+        finish(reports)  # a teacher trained on fewer shapes than asked would surprise
+    reports.append(stage.run(workspace, ok, config, out, force))
+    typer.echo(f"teacher saved in {out}; use it with --teacher trained --model {out}",
+               err=True)
+    finish(reports)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ not confused with a human leg; an empty category becomes "object".
 from __future__ import annotations
 
 import hashlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from partseg_cli.errors import ModelError, PartsegError, first_line
 from partseg_cli.pipeline import StageReport, resolve_device, run_per_shape
 from partseg_cli.records import Boxes, PixelMaps, Shape
 from partseg_cli.store import Workspace, shape_scope
+
+if TYPE_CHECKING:
+    from partseg_cli.trained_teacher import TrainedTeacher
 
 DEFAULT_MODELS = {
     "owlv2": "google/owlv2-base-patch16-ensemble",
@@ -402,19 +406,29 @@ PIXEL_TEACHERS: dict[str, Callable[[str, torch.device], PixelTeacher]] = {
 }
 # Measuring instruments that read the ground truth (see simulated.py), not teachers.
 SIMULATED_TEACHERS = ("simulated", "simulated-pixels")
+# Networks trained by `partseg train-teacher` (trained_teacher.py): boxes / pixel maps.
+TRAINED_TEACHERS = ("trained", "trained-pixels")
 
 
-def load_teacher(name: str, model: str | None = None,
-                 device: str = "cpu") -> BoxTeacher | PixelTeacher:
+def load_teacher(name: str, model: str | None = None, device: str = "cpu"
+                 ) -> BoxTeacher | PixelTeacher | TrainedTeacher:
     """Build the teacher `name` from `model` (a Hugging Face id or a save_pretrained folder;
-    default DEFAULT_MODELS[name]) on `device` ("cpu", "cuda", "cuda:1" or "auto").
+    default DEFAULT_MODELS[name]; for a trained teacher, its model folder) on `device`
+    ("cpu", "cuda", "cuda:1" or "auto").
 
     Raises ModelError for an unknown name (listing the valid ones) or an unloadable model.
     """
     builders = {**BOX_TEACHERS, **PIXEL_TEACHERS}
+    if name in TRAINED_TEACHERS:
+        from .trained_teacher import TrainedTeacher
+
+        if not model:
+            raise ModelError(f"--teacher {name} needs --model DIR: a folder written by "
+                             "`partseg train-teacher`")
+        return TrainedTeacher.load(model, torch_device(device))
     if name not in builders:
         raise ModelError(f"unknown teacher {name!r}; valid teachers: "
-                         f"{', '.join(sorted(builders))}")
+                         f"{', '.join(sorted([*builders, *TRAINED_TEACHERS]))}")
     return builders[name](model or DEFAULT_MODELS[name], torch_device(device))
 
 
@@ -425,7 +439,7 @@ def load_teacher(name: str, model: str | None = None,
 class DetectConfig:
     """Options of `partseg detect` (see its --help)."""
 
-    teacher: str = "owlv2"  # a key of BOX_TEACHERS / PIXEL_TEACHERS / SIMULATED_TEACHERS
+    teacher: str = "owlv2"  # BOX_TEACHERS / PIXEL_TEACHERS / SIMULATED / TRAINED_TEACHERS
     model: str | None = None
     parts: list[str] | None = None
     prompt: str = DEFAULT_TEMPLATE
@@ -439,6 +453,8 @@ class DetectConfig:
         params: dict[str, Any] = {"teacher": self.teacher, "parts": self.parts}
         if self.teacher in SIMULATED_TEACHERS:
             params.update(preset=self.preset, seed=self.seed)
+        elif self.teacher in TRAINED_TEACHERS:  # run() adds the model folder's key
+            params.update(threshold=self.threshold)
         else:
             params.update(model=self.model or DEFAULT_MODELS[self.teacher],
                           prompt=self.prompt, threshold=self.threshold)
@@ -477,16 +493,39 @@ def simulated_ground_truth(workspace: Workspace, shape: Shape,
 def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         force: bool = False) -> StageReport:
     """Ask the teacher about every rendered view of every shape."""
-    if config.teacher not in SIMULATED_TEACHERS and config.teacher not in DEFAULT_MODELS:
-        valid = ", ".join([*SIMULATED_TEACHERS, *DEFAULT_MODELS])
-        raise PartsegError(f"unknown teacher {config.teacher!r}; choose one of {valid}")
+    known = (*SIMULATED_TEACHERS, *TRAINED_TEACHERS, *DEFAULT_MODELS)
+    if config.teacher not in known:
+        raise PartsegError(f"unknown teacher {config.teacher!r}; choose one of "
+                           f"{', '.join(known)}")
     teacher = None
+    params = config.key_params()
+    trained_on: list[str] = []
+    if config.teacher in TRAINED_TEACHERS:
+        from .saved_model import resolve_model_path
+
+        # loaded first: its key (what it was trained on, not where the folder lies)
+        # enters the detect key, and a missing or foreign folder stops here in one line
+        model_path = resolve_model_path(config.model, workspace.root) if config.model else None
+        teacher = load_teacher(config.teacher, str(model_path) if model_path else None,
+                               config.device)
+        params.update(model_key=teacher.key)
 
     def compute(shape_id: str) -> Boxes | PixelMaps:
         nonlocal teacher
         scope = shape_scope(shape_id)
         shape = workspace.read_record(scope, "shape", Shape)
         part_names = prompt_parts(shape, config.parts)
+        if config.teacher in TRAINED_TEACHERS:
+            images = workspace.read(scope, "render", ["rgb"]).arrays["rgb"]
+            if config.teacher == "trained-pixels":
+                out = teacher.segment(images, part_names, config.batch_size)
+            else:
+                out = teacher.detect(images, part_names, config.threshold, config.batch_size)
+            digest = (workspace.info(scope, "shape") or {}).get("params", {}).get("digest")
+            out.training_shape = teacher.trained_on(digest)
+            if out.training_shape:
+                trained_on.append(shape_id)
+            return out
         if config.teacher in SIMULATED_TEACHERS:
             from .simulated import simulate_boxes, simulate_pixel_maps
 
@@ -509,11 +548,15 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         return teacher.detect(images, part_names, config.prompt, config.threshold,
                               config.batch_size, shape.category)
 
-    params = config.key_params()
-    pixel_kind = config.teacher in PIXEL_TEACHERS or config.teacher == "simulated-pixels"
+    pixel_kind = config.teacher in PIXEL_TEACHERS or config.teacher.endswith("-pixels")
     params["kind"] = "pixels" if pixel_kind else "boxes"
-    return run_per_shape(workspace, "detect", shape_ids, params, ["shape", "render"],
-                         compute, force)
+    report = run_per_shape(workspace, "detect", shape_ids, params, ["shape", "render"],
+                           compute, force)
+    if trained_on:
+        warnings.warn(f"{len(trained_on)} shape(s) were training shapes of the teacher "
+                      f"({', '.join(trained_on[:4])}{', ...' if len(trained_on) > 4 else ''})"
+                      "; evaluate does not score them", stacklevel=2)
+    return report
 
 
 def _stable_int(text: str) -> int:

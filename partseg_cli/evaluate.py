@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -776,6 +777,15 @@ def has_ground_truth(workspace: Workspace, shape_id: str) -> bool:
     return "point_labels" in workspace.read(scope, "shape", names=["point_labels"]).arrays
 
 
+def teacher_trained_on(workspace: Workspace, shape_id: str) -> bool:
+    """Whether the stored teacher output comes from a trained teacher that learned from
+    this shape (`train-teacher`): its scores would not be test figures."""
+    scope = shape_scope(shape_id)
+    if not workspace.exists(scope, "detect"):
+        return False
+    return bool(workspace.read(scope, "detect", names=[]).record_attrs.get("training_shape"))
+
+
 def face_areas(mesh: Mesh) -> np.ndarray:
     """(F,) float64 triangle areas of ``mesh`` (normalised frame units squared)."""
     tri = mesh.vertices[mesh.faces].astype(np.float64)  # (F, 3, 3)
@@ -939,6 +949,15 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
         _check_pred_path(pred, len(shape_ids))
     items, failed = [], {}
     scores_2d: dict[str, dict[str, list[float]]] = {}
+    seen_in_training = [sid for sid in shape_ids if teacher_trained_on(workspace, sid)]
+    if seen_in_training:  # a teacher's training shapes are never scored as test shapes
+        if len(seen_in_training) == len(shape_ids):
+            raise PartsegError("every selected shape is a training shape of the teacher "
+                               "(train-teacher); score shapes it did not learn from")
+        more = ", ..." if len(seen_in_training) > 4 else ""
+        warnings.warn(f"not scoring {len(seen_in_training)} shape(s) the teacher was trained "
+                      f"on ({', '.join(seen_in_training[:4])}{more})", stacklevel=2)
+        shape_ids = [sid for sid in shape_ids if sid not in set(seen_in_training)]
     for shape_id in shape_ids:
         scope = shape_scope(shape_id)
         try:

@@ -52,10 +52,11 @@ class StageReport:
         return text
 
 
-def progress(iterable: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
+def progress(iterable: Iterable[Any], desc: str, total: int | None = None,
+             unit: str = "shape") -> Iterable[Any]:
     """A tqdm bar on stderr, hidden when stderr is not a terminal and in CI logs."""
     disable = not sys.stderr.isatty() or bool(os.environ.get("PARTSEG_NO_PROGRESS"))
-    return tqdm(iterable, desc=desc, total=total, disable=disable, unit="shape",
+    return tqdm(iterable, desc=desc, total=total, disable=disable, unit=unit,
                 leave=False, dynamic_ncols=True)
 
 

@@ -116,6 +116,7 @@ class Boxes:
     features: np.ndarray  # (B, D) float32, the detector's embedding of the box
     part_names: list[str] = field(default_factory=list)
     teacher: str = ""
+    training_shape: bool = False  # the (trained) teacher learned from this shape
 
     @property
     def labels(self) -> np.ndarray:
@@ -135,6 +136,7 @@ class PixelMaps:
     probs: np.ndarray  # (V, H, W, P) float16
     part_names: list[str] = field(default_factory=list)
     teacher: str = ""
+    training_shape: bool = False  # the (trained) teacher learned from this shape
 
 
 @dataclass

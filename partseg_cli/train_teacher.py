@@ -1,0 +1,221 @@
+"""`partseg train-teacher`: fit the trained 2D teacher on the renders of labelled shapes.
+
+The shapes are loaded and rendered by the normal cached stages (`render`), so training
+again with other network settings re-renders nothing. Inputs are the rendered RGB views
+only (what a VLM sees, never depth, normals or labels); targets are the ground-truth
+part of each pixel (`evaluate.gt_label_images`: mesh face labels, else point labels),
+background where nothing is drawn, and foreground pixels without a label ignored.
+
+Training is a fixed schedule (AdamW, cosine-decayed learning rate, `epochs` passes over
+the views, random flips and small scale/shift jitter), seeded, and the last state is
+saved: nothing is chosen on held-out shapes. The model folder (saved_model.py, kind
+"teacher2d") records the part names, category, input size, network size, the training
+shapes (ids and source digests, so `detect` and `evaluate` can tell a training shape
+from a test one) and the config; its key hashes the config and the training renders'
+keys, so an unchanged request is not retrained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ModelError, PartsegError
+from .pipeline import StageReport, progress
+from .records import UNLABELLED, Shape, Views
+from .saved_model import is_model_folder, load_model, save_model
+from .store import Workspace, content_key, shape_scope
+from .trained_teacher import KIND, resize_views
+
+if TYPE_CHECKING:
+    import torch
+
+VERSION = 1  # bump when the training math or the saved format changes
+IGNORE = -100  # target of foreground pixels without a ground-truth part
+
+
+@dataclass
+class TrainTeacherConfig:
+    """Options of `partseg train-teacher` (see its --help)."""
+
+    input_size: int = 128  # network input side (views are resized to it)
+    width: int = 16  # channels of the first level (models/teacher2d.py)
+    levels: int = 3  # poolings of the U-Net
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 2e-3
+    balance: float = 0.5  # class weights frequency**-balance against background dominance
+    seed: int = 0
+    device: str = "cpu"
+
+    def key_params(self) -> dict[str, Any]:
+        params = asdict(self)
+        del params["device"]
+        return params
+
+
+def check_config(config: TrainTeacherConfig) -> None:
+    """One-line PartsegError for settings the network cannot take."""
+    step = 2 ** config.levels
+    if config.levels < 1 or config.width < 1 or config.input_size < step \
+            or config.input_size % step:
+        raise PartsegError(f"--input-size {config.input_size} must be a positive multiple "
+                           f"of 2**levels = {step} (levels >= 1, width >= 1)")
+    if config.epochs < 1 or config.batch_size < 1 or not config.lr > 0:
+        raise PartsegError("--epochs and --batch-size must be at least 1 and --lr positive")
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an --out that exists and is not a model folder."""
+    if out.exists() and not is_model_folder(out) and (not out.is_dir() or any(out.iterdir())):
+        raise ModelError(f"{out}: exists and is not a partseg model folder; choose another "
+                         "--out or remove it")
+
+
+def training_targets(labels: np.ndarray, foreground: np.ndarray, size: int) -> np.ndarray:
+    """(V, H, W) part labels (-1 none) and foreground -> (V, size, size) int64 classes:
+    0 background, 1 + p part p, IGNORE for drawn pixels without a label. Sampled at the
+    network pixels' centres."""
+    height, width = labels.shape[1:]
+    rows = ((np.arange(size) + 0.5) * height / size).astype(np.int64)
+    cols = ((np.arange(size) + 0.5) * width / size).astype(np.int64)
+    lab = labels[:, rows][:, :, cols].astype(np.int64)
+    fg = foreground[:, rows][:, :, cols]
+    return np.where(fg, np.where(lab == UNLABELLED, IGNORE, lab + 1), 0)
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal flips and +-10% scale, +-6% shift of a batch (same for image
+    and target); uncovered pixels become white background."""
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    n = len(x)
+    flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    scale = 1.0 + (torch.rand(n, generator=generator) - 0.5) * 0.2
+    shift = (torch.rand(n, 2, generator=generator) - 0.5) * 0.12
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = flip / scale
+    theta[:, 1, 1] = 1.0 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x - 1.0, grid, mode="bilinear", align_corners=False) + 1.0  # pad white
+    y = F.grid_sample(y[:, None].float(), grid, mode="nearest", align_corners=False)
+    return x, y[:, 0].long()  # padding 0 = background
+
+
+def fit(images: torch.Tensor, targets: torch.Tensor, n_parts: int,
+        config: TrainTeacherConfig) -> tuple[Any, list[float]]:
+    """Train a Teacher2D on (n, 3, S, S) images in [0, 1] and (n, S, S) int64 targets.
+
+    Returns the network (eval mode, on config.device) and the mean loss of each epoch.
+    """
+    import torch
+    from torch.nn import functional as F  # noqa: N812
+
+    from .models.teacher2d import Teacher2D
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    device = torch.device(config.device)
+    net = Teacher2D(n_parts, config.width, config.levels).to(device)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    batch = max(1, min(config.batch_size, len(images)))
+    per_epoch = math.ceil(len(images) / batch)
+    total = max(1, config.epochs * per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    # Background covers most pixels and thin parts few: weigh each class by
+    # frequency**-balance (0: plain cross-entropy, 1: inverse frequency), mean weight 1.
+    counts = torch.bincount(targets[targets >= 0].flatten(), minlength=1 + n_parts).double()
+    weight = torch.where(counts > 0, counts.clamp(min=1) ** -config.balance, 0.0)
+    weight = (weight / weight[counts > 0].mean()).float().to(device)
+    losses = []
+    net.train()
+    for _ in progress(range(config.epochs), desc="train-teacher", unit="epoch"):
+        order = torch.randperm(len(images), generator=generator)
+        epoch_loss = 0.0
+        for start in range(0, len(images), batch):
+            pick = order[start:start + batch]
+            x, y = _augment(images[pick], targets[pick], generator)
+            logits = net(x.to(device))
+            loss = F.cross_entropy(logits, y.to(device), weight=weight, ignore_index=IGNORE)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            epoch_loss += float(loss.detach()) * len(pick)
+        losses.append(epoch_loss / len(images))
+    return net.eval(), losses
+
+
+def _check_shapes(shapes: list[Shape]) -> list[str]:
+    """The common part names of labelled shapes; PartsegError naming the first shape
+    that is unlabelled or has other parts."""
+    if not shapes:
+        raise PartsegError("train-teacher: no shapes to train on")
+    for shape in shapes:
+        if shape.point_labels is None:
+            raise PartsegError(f"{shape.shape_id}: has no ground-truth part labels; "
+                               "train-teacher learns from labelled shapes only")
+        if list(shape.part_names) != list(shapes[0].part_names):
+            raise PartsegError(
+                f"{shape.shape_id}: parts {', '.join(shape.part_names)} differ from "
+                f"{shapes[0].shape_id}'s {', '.join(shapes[0].part_names)}; train one "
+                "teacher per category (select the shapes with --shape-id)")
+    if not shapes[0].part_names:
+        raise PartsegError(f"{shapes[0].shape_id}: no part names to learn")
+    return list(shapes[0].part_names)
+
+
+def run(workspace: Workspace, shape_ids: list[str], config: TrainTeacherConfig, out: Path,
+        force: bool = False) -> StageReport:
+    """Train on the rendered views of ``shape_ids`` and save the model folder ``out``.
+
+    Skipped when ``out`` already holds a model trained under the same key.
+    """
+    import torch
+
+    from .evaluate import gt_label_images
+
+    check_out(out)
+    report = StageReport("train-teacher")
+    shapes = [workspace.read_record(shape_scope(sid), "shape", Shape) for sid in shape_ids]
+    part_names = _check_shapes(shapes)
+    render_keys = [workspace.key(shape_scope(sid), "render") for sid in shape_ids]
+    if None in render_keys:
+        raise PartsegError(f"{shape_ids[render_keys.index(None)]}: not rendered yet")
+    key = content_key("train-teacher", VERSION, config.key_params(),
+                      [f"{sid}:{k}" for sid, k in zip(shape_ids, render_keys, strict=True)])
+    if not force and is_model_folder(out):
+        try:
+            if load_model(out, kind=KIND).key == key:
+                report.skipped += shape_ids
+                return report
+        except ModelError:
+            pass  # unreadable or another kind: replaced below
+    images, targets = [], []
+    for shape in progress(shapes, desc="views"):
+        views = workspace.read_record(shape_scope(shape.shape_id), "render", Views)
+        images.append(resize_views(views.rgb, config.input_size))
+        targets.append(torch.from_numpy(training_targets(
+            gt_label_images(shape, views), views.pixel_point >= 0, config.input_size)))
+    net, losses = fit(torch.cat(images), torch.cat(targets), len(part_names), config)
+    training = [{"id": sid, "digest": (workspace.info(shape_scope(sid), "shape") or {})
+                 .get("params", {}).get("digest", ""), "render_key": k}
+                for sid, k in zip(shape_ids, render_keys, strict=True)]
+    render_params = (workspace.info(shape_scope(shape_ids[0]), "render") or {}).get("params", {})
+    meta = {"part_names": part_names,
+            "category": ",".join(sorted({s.category for s in shapes if s.category})),
+            "input_size": config.input_size, "width": config.width, "levels": config.levels,
+            "feature_dim": net.feature_dim, "config": config.key_params(),
+            "training_shapes": training, "render": render_params,
+            "final_loss": losses[-1] if losses else None}
+    save_model(out, kind=KIND, key=key, meta=meta, state_dict=net.state_dict())
+    report.computed += shape_ids
+    return report
