@@ -6,7 +6,11 @@ first --train shapes (sorted ids), `detect --teacher trained` (boxes) and
 are the teacher's confidence-weighted 2D mIoU on those held-out shapes
 (`evaluate.teacher_scores_2d`, PartDistill suppl. Eq. A-D; GLIP's measured band is about
 40-60), the training seconds, the detect seconds per shape and the load average of the
-(shared) machine.
+(shared) machine, and for the boxes: the cross-validated R^2 of predicting their
+ground-truth purity from their features (as bench_teacher.py), the AUROC of confidence
+for right vs wrong boxes, precision and recall. Wall and CPU seconds are both printed:
+on a busy machine the CPU seconds (one thread: set OMP_NUM_THREADS=1) are what an idle
+core would take.
 
 --data dev (default) writes the procedural dev shapes of bench/dev_shapes.py as labelled
 meshes (LabeledDB layout) and is where the teacher's defaults are chosen; --data
@@ -29,12 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
+from bench_teacher import cv_r2
 from dev_shapes import MAKERS, PARTS
 
 from partseg_cli import backproject, detect, render, train_teacher
-from partseg_cli.evaluate import teacher_scores_2d
-from partseg_cli.records import Shape
+from partseg_cli.evaluate import auroc, gt_label_images, match_boxes, teacher_scores_2d
+from partseg_cli.records import Boxes, Shape, Views
 from partseg_cli.shapes import ShapeSource, discover
+from partseg_cli.simulated import box_purity
 from partseg_cli.store import Workspace, shape_scope
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -87,16 +93,43 @@ def prepare(work: Workspace, sources: list[ShapeSource], args: argparse.Namespac
     return time.perf_counter() - started
 
 
-def score(work: Workspace, ids: list[str], teacher: str, model: Path) -> tuple[float, float]:
-    """(mean 2D mIoU over ``ids``, detect seconds per shape)."""
-    started = time.perf_counter()
+def score(work: Workspace, ids: list[str], teacher: str, model: Path
+          ) -> tuple[float, float, float]:
+    """(mean 2D mIoU over ``ids``, detect wall and CPU seconds per shape)."""
+    started, cpu = time.perf_counter(), time.process_time()
     detect.run(work, ids, detect.DetectConfig(teacher=teacher, model=str(model),
                                               device="cpu"), force=True)
     per_shape = (time.perf_counter() - started) / len(ids)
+    cpu_per_shape = (time.process_time() - cpu) / len(ids)
     backproject.run(work, ids, backproject.BackprojectConfig())
     values = [teacher_scores_2d(work, work.read_record(shape_scope(sid), "shape", Shape))
               ["before"] for sid in ids]
-    return float(np.nanmean(values)), per_shape
+    return float(np.nanmean(values)), per_shape, cpu_per_shape
+
+
+def box_diagnostics(work: Workspace, ids: list[str]) -> dict[str, float]:
+    """Over the stored boxes of ``ids``: cross-validated R^2 of box purity from the
+    features (bench_teacher.cv_r2), confidence AUROC right vs wrong, precision, recall."""
+    purity, features, groups, right, conf = [], [], [], [], []
+    recalled = components = 0
+    for index, sid in enumerate(ids):
+        scope = shape_scope(sid)
+        shape = work.read_record(scope, "shape", Shape)
+        boxes = work.read_record(scope, "detect", Boxes)
+        gt = gt_label_images(shape, work.read_record(scope, "render", Views))
+        purity.append(box_purity(gt, boxes.view, boxes.xyxy, boxes.labels))
+        features.append(boxes.features)
+        groups.append(np.full(len(boxes), index))
+        ok, hit, n_comp = match_boxes(gt, boxes.view, boxes.xyxy, boxes.labels,
+                                      len(shape.part_names))
+        right.append(ok)
+        conf.append(boxes.confidence)
+        recalled, components = recalled + hit, components + n_comp
+    right_all = np.concatenate(right)
+    return {"R2": cv_r2(np.concatenate(features).astype(np.float64),
+                        np.concatenate(purity).astype(np.float64), np.concatenate(groups)),
+            "AUROC": auroc(np.concatenate(conf), right_all),
+            "precision": float(right_all.mean()), "recall": recalled / max(components, 1)}
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -140,20 +173,22 @@ def main() -> None:
                               / category, create=True)
         render_s = prepare(work, train, args)
         load_before = os.getloadavg()[0]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         model = args.work / "models" / category
         train_teacher.run(work, [s.shape_id for s in train], config, model, force=True)
-        train_s = time.perf_counter() - started
+        train_s, train_cpu = time.perf_counter() - started, time.process_time() - cpu
         prepare(work, test, args)
         test_ids = [s.shape_id for s in test]
-        boxes, box_s = score(work, test_ids, "trained", model)
-        pixels, pixel_s = score(work, test_ids, "trained-pixels", model)
+        boxes, box_s, box_cpu = score(work, test_ids, "trained", model)
+        diagnostics = box_diagnostics(work, test_ids)
+        pixels, pixel_s, pixel_cpu = score(work, test_ids, "trained-pixels", model)
         rows.append((boxes, pixels))
         print(f"{category:<10} train {len(train)} x {args.views} views: {train_s:6.1f} s "
-              f"(+ render {render_s:5.1f} s; load {load_before:.1f}-{os.getloadavg()[0]:.1f})"
-              f" | held-out {len(test)}: 2D mIoU boxes {100 * boxes:5.1f}  pixels "
-              f"{100 * pixels:5.1f} | detect {box_s:.2f} s/shape (pixels {pixel_s:.2f})",
-              flush=True)
+              f"wall, {train_cpu:6.1f} s CPU (render {render_s:5.1f} s; load "
+              f"{load_before:.1f}-{os.getloadavg()[0]:.1f}) | held-out {len(test)}: 2D mIoU "
+              f"boxes {100 * boxes:5.1f}  pixels {100 * pixels:5.1f} | detect s/shape wall "
+              f"{box_s:.2f} CPU {box_cpu:.2f} (pixels {pixel_s:.2f} / {pixel_cpu:.2f}) | "
+              + " ".join(f"{k} {v:.2f}" for k, v in diagnostics.items()), flush=True)
     if rows:
         mean = np.mean(rows, axis=0)
         print(f"{'mean':<10} 2D mIoU boxes {100 * mean[0]:5.1f}  pixels {100 * mean[1]:5.1f} "
