@@ -32,6 +32,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "distill": 1,
     "rescore": 1,
     "partstad": 1,
+    "bipart": 1,
 }
 
 
