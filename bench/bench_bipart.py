@@ -1,0 +1,329 @@
+"""BiPart against PartDistill: joint and generalisation settings, Tables 3-5 of the paper.
+
+Teacher: the simulated GLIP-like teacher (a measuring instrument: it reads ground
+truth to make VLM-like noisy boxes; nothing else here does). Every method sees only
+the knowledge units lifted from those boxes; ground truth scores the results.
+
+Data: ``--data dev`` (default) is the procedural dev set of bench/dev_shapes.py (chair,
+table, mug, lamp), on which BiPart's settings are chosen; ``--data labeleddb`` is the
+shared LabeledDB test set (Airplane, Chair, Cup, Table), run to report only.
+
+Each category's shapes split into a training half (BiPart's and PartDistill-pre's
+training shapes, and the support pool) and a test half (scored). Settings:
+
+- joint: train on the training halves of all categories, test on their test halves.
+- generalisation: train on the training halves of the seen categories only; unseen
+  categories are scored on their test halves, with supports drawn from their own
+  training halves (unlabelled shapes with pseudo-labels, as the paper's Sec. 4.2).
+
+Columns: PartDistill TTA (one head per test shape), PartDistill pre-aligned on the
+training set (one student over several categories, a category's parts on the first
+outputs as BiPart's head: the paper's PartDistill-J/-G), BiPart. Then Table 3 (the
+ablations: no support / support without bi-level / bi-level without the extractor /
+full) and Table 4 (support selection at training and inference) in the generalisation
+setting, and Table 5 (inference time against support size and inner steps).
+
+    python bench/bench_bipart.py                          # dev set, every table
+    python bench/bench_bipart.py --data labeleddb         # report on the test set
+    python bench/bench_bipart.py --per-category 6 --tables main   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import pickle
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from partseg_cli.adapt import bipart
+from partseg_cli.adapt.bipart import BiPartConfig, Prepared
+from partseg_cli.adapt.support import basis_points
+from partseg_cli.distill import DistillConfig, distill_pre, distill_tta
+from partseg_cli.evaluate import part_ious
+from partseg_cli.records import Boxes, KnowledgeUnits, Shape
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DEV_SEEN, DEV_UNSEEN = ("chair", "table"), ("mug", "lamp")
+LDB_SEEN, LDB_UNSEEN = ("Airplane", "Chair"), ("Cup", "Table")
+
+
+@dataclass
+class Sample:
+    shape: Shape
+    units: KnowledgeUnits
+    part_names: list[str]
+    category: str
+
+
+def with_part_probs(units: KnowledgeUnits, boxes: Boxes) -> KnowledgeUnits:
+    """Units with Y^d (their box's part scores) when the backproject in use lacks them."""
+    if units.part_probs is not None:
+        return units
+    return dataclasses.replace(units, part_probs=boxes.part_probs[units.source_index])
+
+
+def _teacher_digest() -> str:
+    """Cached teacher outputs are only reused with the same simulated teacher code."""
+    return hashlib.sha256((ROOT / "partseg_cli" / "simulated.py").read_bytes()).hexdigest()[:8]
+
+
+def dev_samples(category: str, count: int, seed: int, resolution: int) -> list[Sample]:
+    """Procedural shapes boxed by the simulated teacher and lifted, cached under /tmp."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from dev_shapes import make_shape
+
+    from partseg_cli.backproject import units_from_boxes
+    from partseg_cli.render import label_images, reference_cameras, render_points
+    from partseg_cli.simulated import simulate_boxes
+
+    cache = Path("/tmp/partseg_bipart_dev") / (
+        f"{category}_{count}_{seed}_{resolution}_{_teacher_digest()}.pkl")
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    cameras = reference_cameras(10, resolution)
+    samples = []
+    for index in range(count):
+        shape = make_shape(category, index, seed)
+        views = render_points(shape.points, shape.colors, cameras)
+        boxes = simulate_boxes(label_images(views, shape.point_labels), len(shape.part_names),
+                               shape.part_names, seed=seed + index)
+        units = with_part_probs(units_from_boxes(boxes, views.pixel_point, len(shape.points)),
+                                boxes)
+        samples.append(Sample(shape, units, list(shape.part_names), category))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(pickle.dumps(samples))
+    return samples
+
+
+def labeleddb_samples(work: Path, per_category: int, resolution: int, seed: int
+                      ) -> dict[str, list[Sample]]:
+    """LabeledDB through the real stages (render, detect --teacher simulated, backproject)."""
+    from partseg_cli import backproject, detect, render
+    from partseg_cli.distill import detected_part_names
+    from partseg_cli.shapes import discover
+    from partseg_cli.store import Workspace, shape_scope
+
+    sources, _ = discover(SHARED / "labeleddb")
+    chosen: dict[str, list] = {}
+    for source in sources:
+        if len(chosen.setdefault(source.category, [])) < per_category:
+            chosen[source.category].append(source)
+    flat = [s for group in chosen.values() for s in group]
+    ids = [s.shape_id for s in flat]
+    ws = Workspace.open(work, create=True)
+    render.ingest(ws, flat, 10000, seed)
+    render.run(ws, ids, render.RenderConfig(n_views=10, resolution=resolution, n_points=10000,
+                                            seed=seed))
+    detect.run(ws, ids, detect.DetectConfig(teacher="simulated", seed=seed))
+    backproject.run(ws, ids, backproject.BackprojectConfig())
+    out: dict[str, list[Sample]] = {}
+    for category, group in chosen.items():
+        for source in group:
+            scope = shape_scope(source.shape_id)
+            shape = ws.read_record(scope, "shape", Shape)
+            units = with_part_probs(ws.read_record(scope, "backproject", KnowledgeUnits),
+                                    ws.read_record(scope, "detect", Boxes))
+            out.setdefault(category, []).append(
+                Sample(shape, units, detected_part_names(ws, source.shape_id), category))
+    return out
+
+
+def miou(pred: np.ndarray, shape: Shape, part_names: list[str]) -> float:
+    """ShapeNetPart convention (a part absent from both counts 1)."""
+    index = {n: i for i, n in enumerate(part_names)}
+    lookup = np.array([index[n] for n in shape.part_names] + [-1], np.int32)
+    gt = lookup[shape.point_labels]
+    return float(np.nan_to_num(part_ious(pred, gt, len(part_names)), nan=1.0).mean())
+
+
+class Bench:
+    """Prepared (encoded) shapes cached per network-input setting."""
+
+    def __init__(self, splits: dict[str, tuple[list[Sample], list[Sample]]]):
+        self.splits = splits
+        self.cache: dict[tuple, Prepared] = {}
+
+    def prepared(self, sample: Sample, config: BiPartConfig, fresh: bool = False) -> Prepared:
+        """The shape encoded for ``config``; ``fresh`` encodes it again (to time it)."""
+        key = (sample.shape.shape_id, sample.category, config.n_sample, config.neighbours,
+               config.seed, config.bps_points, config.class_weighting, config.encoder)
+        if fresh or key not in self.cache:
+            encoder = bipart.build_encoder_for(config, "cpu")
+            basis = basis_points(config.bps_points, config.seed)
+            self.cache[key] = bipart.prepare(sample.shape, sample.units, sample.part_names,
+                                             encoder, config, "cpu", basis)
+        return self.cache[key]
+
+    def train(self, categories: tuple[str, ...], config: BiPartConfig):
+        items = [self.prepared(s, config) for c in categories for s in self.splits[c][0]]
+        return bipart.train(items, config, "cpu")
+
+    def score(self, net, categories: tuple[str, ...], config: BiPartConfig
+              ) -> tuple[dict[str, float], str]:
+        """mIoU per category of the test halves, supports from the training halves;
+        and the median wall and CPU seconds per test shape (its encoding included; the
+        CPU time is the fairer figure on a shared machine, with one torch thread)."""
+        scores, seconds, cpu = {}, [], []
+        for category in categories:
+            train_half, test_half = self.splits[category]
+            pool = [self.prepared(s, config) for s in train_half]
+            values = []
+            for sample in test_half:
+                started, cpu_started = time.perf_counter(), time.process_time()
+                target = self.prepared(sample, config, fresh=True)
+                items = [target, *pool]
+                pools = [np.arange(len(items))] * len(items)
+                probs = bipart.label_all(net, items, config, targets=[0], pools=pools)[0]
+                seconds.append(time.perf_counter() - started)
+                cpu.append(time.process_time() - cpu_started)
+                values.append(miou(probs.argmax(1), sample.shape, sample.part_names))
+            scores[category] = float(np.mean(values))
+        return scores, f"{np.median(seconds):.2f} s wall, {np.median(cpu):.2f} s CPU"
+
+
+def partdistill_tta(bench: Bench, categories: tuple[str, ...]) -> dict[str, float]:
+    config = DistillConfig(device="cpu")
+    return {c: float(np.mean([miou(distill_tta(s.shape, s.units, len(s.part_names),
+                                               config).point_labels, s.shape, s.part_names)
+                              for s in bench.splits[c][1]])) for c in categories}
+
+
+def partdistill_pre(bench: Bench, train_categories: tuple[str, ...],
+                    test_categories: tuple[str, ...]) -> dict[str, float]:
+    """One pre-aligned student over the training halves of ``train_categories``, its
+    head as wide as the largest part list; each category reads its first outputs."""
+    collection = [(s.shape, s.units) for c in train_categories for s in bench.splits[c][0]]
+    width = max(len(bench.splits[c][0][0].part_names) for c in train_categories)
+    student, _ = distill_pre(collection, width, DistillConfig(device="cpu", mode="pre"))
+    out = {}
+    for c in test_categories:
+        values = []
+        for s in bench.splits[c][1]:
+            probs = student.predict(s.shape)[:, :len(s.part_names)]
+            values.append(miou(probs.argmax(1), s.shape, s.part_names))
+        out[c] = float(np.mean(values))
+    return out
+
+
+def _row(name: str, scores: dict[str, float], categories: tuple[str, ...]) -> str:
+    cells = "".join(f"{100 * scores[c]:>9.1f}" for c in categories)
+    return f"{name:<34}{cells}{100 * np.mean([scores[c] for c in categories]):>9.1f}"
+
+
+def _header(categories: tuple[str, ...]) -> str:
+    return f"{'':<34}" + "".join(f"{c[:8]:>9}" for c in categories) + f"{'mean':>9}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", choices=("dev", "labeleddb"), default="dev")
+    parser.add_argument("--per-category", type=int, default=12,
+                        help="shapes per category, half training/support, half test")
+    parser.add_argument("--resolution", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_bipart_labeleddb"))
+    parser.add_argument("--tables", default="main,table3,table4,table5",
+                        help="comma-separated: main (joint + generalisation), table3, "
+                        "table4, table5")
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="BiPartConfig overrides, e.g. epochs=10 lr=1e-4")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    overrides = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        current = getattr(BiPartConfig(), key)
+        overrides[key] = (value.lower() in ("1", "true", "yes") if isinstance(current, bool)
+                          else type(current)(value))
+    config = BiPartConfig(device="cpu", seed=0, **overrides)
+    tables = set(args.tables.split(","))
+
+    if args.data == "dev":
+        seen, unseen = DEV_SEEN, DEV_UNSEEN
+        groups = {c: dev_samples(c, args.per_category, args.seed, args.resolution)
+                  for c in seen + unseen}
+    else:
+        seen, unseen = LDB_SEEN, LDB_UNSEEN
+        groups = labeleddb_samples(args.work, args.per_category, args.resolution, 0)
+    everything = seen + unseen
+    half = args.per_category // 2
+    bench = Bench({c: (groups[c][:half], groups[c][half:]) for c in everything})
+    print(f"data {args.data}: {half} training + {args.per_category - half} test shapes per "
+          f"category; simulated teacher; BiPart {dataclasses.asdict(config)}", flush=True)
+
+    if "main" in tables:
+        tta = partdistill_tta(bench, everything)
+        print("\njoint (all categories trained), test-half mIoU %")
+        print(_header(everything))
+        print(_row("PartDistill TTA", tta, everything))
+        print(_row("PartDistill pre (joint)", partdistill_pre(bench, everything, everything),
+                   everything), flush=True)
+        net, report = bench.train(everything, config)
+        scores, seconds = bench.score(net, everything, config)
+        print(_row("BiPart-J", scores, everything))
+        print(f"  training: {report.seconds:.0f} s, peak RSS {report.peak_rss_mb:.0f} MB; "
+              f"inference {seconds} per shape (median)", flush=True)
+        print(f"\ngeneralisation (trained on {', '.join(seen)}), test-half mIoU %")
+        print(_header(everything))
+        print(_row("PartDistill TTA", tta, everything))
+        print(_row("PartDistill pre (seen only)", partdistill_pre(bench, seen, everything),
+                   everything), flush=True)
+        net, report = bench.train(seen, config)
+        scores, seconds = bench.score(net, everything, config)
+        print(_row("BiPart-G", scores, everything))
+        print(f"  training: {report.seconds:.0f} s, peak RSS {report.peak_rss_mb:.0f} MB; "
+              f"inference {seconds} per shape (median)", flush=True)
+
+    if "table3" in tables:
+        print(f"\nTable 3 (generalisation, trained on {', '.join(seen)}), test-half mIoU %")
+        print(_header(everything))
+        variants = [
+            ("1 no support, no bi-level, no extr.",
+             dict(blocks=0, bilevel=False, test_inner_steps=0)),
+            ("2 support, no bi-level, no extr.", dict(blocks=0, bilevel=False)),
+            ("3 support + bi-level, no extractor", dict(blocks=0)),
+            ("4 full", {}),
+        ]
+        for name, change in variants:
+            variant = dataclasses.replace(config, **change)
+            net, _ = bench.train(seen, variant)
+            print(_row(name, bench.score(net, everything, variant)[0], everything), flush=True)
+
+    if "table4" in tables:
+        print(f"\nTable 4 (generalisation, trained on {', '.join(seen)}), test-half mIoU %")
+        print(_header(everything))
+        for selection in ("random", "similarity", "part-perfect"):
+            variant = dataclasses.replace(config, support=selection)
+            net, _ = bench.train(seen, variant)
+            print(_row(selection, bench.score(net, everything, variant)[0], everything),
+                  flush=True)
+
+    if "table5" in tables:
+        print(f"\nTable 5 (generalisation model, unseen {', '.join(unseen)}): mIoU % and "
+              "seconds per shape (median, target encoding included)")
+        net, _ = bench.train(seen, config)
+        for size in (1, 2, 4, 8, 12):
+            variant = dataclasses.replace(config, support_size=size)
+            scores, seconds = bench.score(net, unseen, variant)
+            print(f"  support {size:>2}, steps {config.test_inner_steps:>2}: "
+                  f"{100 * np.mean(list(scores.values())):5.1f}  {seconds}", flush=True)
+        for steps in (5, 10, 15, 20):
+            variant = dataclasses.replace(config, test_inner_steps=steps)
+            scores, seconds = bench.score(net, unseen, variant)
+            print(f"  support {config.support_size:>2}, steps {steps:>2}: "
+                  f"{100 * np.mean(list(scores.values())):5.1f}  {seconds}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
