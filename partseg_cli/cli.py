@@ -809,6 +809,29 @@ def adapt(
     instances: Annotated[bool | None, typer.Option(
         "--instances/--no-instances", help="PartSTAD: also merge superpoints into "
         "instances (default on).")] = None,
+    support: Annotated[str | None, typer.Option(
+        help="BiPart support selection: random, similarity (BPS cosine) or part-perfect "
+             "(the paper's Eq. 4; default).")] = None,
+    support_size: Annotated[int | None, typer.Option(
+        help="BiPart: shapes per support set, the target included (paper 8).")] = None,
+    inner_steps: Annotated[int | None, typer.Option(
+        help="BiPart training: SGD steps of the head per support set (paper 5).")] = None,
+    inner_lr: Annotated[float | None, typer.Option(
+        help="BiPart training: inner-loop learning rate (paper 0.1).")] = None,
+    adapt_steps: Annotated[int | None, typer.Option(
+        help="BiPart inference: SGD steps of the head on the target's support set (paper "
+             "10; 0 predicts with the trained head).")] = None,
+    adapt_lr: Annotated[float | None, typer.Option(
+        help="BiPart inference: inner-loop learning rate (paper 0.3).")] = None,
+    order: Annotated[str | None, typer.Option(
+        help="BiPart: second (differentiate through the inner loop; default) or first "
+             "(first-order MAML).")] = None,
+    bilevel: Annotated[bool | None, typer.Option(
+        "--bilevel/--no-bilevel", help="BiPart: bi-level training (default) or plain "
+        "training on each shape's own loss (Table 3's ablation).")] = None,
+    blocks: Annotated[int | None, typer.Option(
+        help="BiPart: Point Transformer blocks of the extractor (paper 2; 0 = none, "
+             "Table 3's ablation).")] = None,
     shape_id: Shapes = None,
     shard: Shard = None,
     seed: Seed = 0,
@@ -826,6 +849,10 @@ def adapt(
     workspace, ids = _open(work, shape_id, shard)
     options = {"loss": loss, "weights": weights, "null_lr": null_lr, "threshold": threshold,
                "instances": instances}
+    options |= {"support": support, "support_size": support_size, "inner_steps": inner_steps,
+                "inner_lr": inner_lr, "test_inner_steps": adapt_steps,
+                "test_inner_lr": adapt_lr, "order": order, "bilevel": bilevel,
+                "blocks": blocks}
     config = stage.AdaptConfig(train_ids=train_ids, model_name=model_name, apply=apply,
                                epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                device=resolve_device(device),

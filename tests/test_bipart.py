@@ -11,6 +11,7 @@ import torch
 
 from partseg_cli.adapt import bipart
 from partseg_cli.adapt.bipart import BiPartConfig, adapt_head, prepare, train
+from partseg_cli.adapt.bipart import label_workspace as label
 from partseg_cli.adapt.support import (
     basis_points,
     bps_features,
@@ -181,7 +182,7 @@ UNSEEN = ((2, False), (2, False), (2, False))
 
 def test_train_save_apply_round_trip(tmp_path: Path):
     seen = write_workspace(tmp_path / "seen", SEEN)
-    report = bipart.run(seen, seen.shape_ids(), FAST, model_name="m")
+    report = label(seen, seen.shape_ids(), FAST, model_name="m")
     assert len(report.computed) == 4
     saved = load_model(tmp_path / "seen" / "m", kind="bipart")
     assert saved.meta["head_outputs"] == 3 and saved.meta["training_shapes"] == seen.shape_ids()
@@ -189,51 +190,51 @@ def test_train_save_apply_round_trip(tmp_path: Path):
     labelling = seen.read_record(shape_scope("s0"), "bipart", Labelling)
     assert labelling.training_shape and labelling.point_probs.shape == (300, 3)
     # cached: same key, nothing recomputed
-    assert bipart.run(seen, seen.shape_ids(), FAST, model_name="m").skipped == seen.shape_ids()
+    assert label(seen, seen.shape_ids(), FAST, model_name="m").skipped == seen.shape_ids()
 
     unseen = write_workspace(tmp_path / "unseen", UNSEEN)
-    applied = bipart.run(unseen, unseen.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"))
+    applied = label(unseen, unseen.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"))
     assert len(applied.computed) == 3
     out = unseen.read_record(shape_scope("s1"), "bipart", Labelling)
     assert out.point_probs.shape == (300, 2) and not out.training_shape
     # the same model applied twice gives the same bytes
     first = out.point_probs.copy()
-    bipart.run(unseen, unseen.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"), force=True)
+    label(unseen, unseen.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"), force=True)
     assert np.array_equal(first, unseen.read_record(shape_scope("s1"), "bipart",
                                                     Labelling).point_probs)
     # a changed training option invalidates the model: retrained under a new key
     key = saved.key
-    bipart.run(seen, seen.shape_ids(), dataclasses.replace(FAST, inner_lr=0.05), model_name="m")
+    label(seen, seen.shape_ids(), dataclasses.replace(FAST, inner_lr=0.05), model_name="m")
     assert load_model(tmp_path / "seen" / "m").key != key
 
 
 def test_bad_inputs_are_refused(tmp_path: Path):
     seen = write_workspace(tmp_path / "seen", ((2, False), (2, False)))
-    bipart.run(seen, seen.shape_ids(), FAST, model_name="m")
+    label(seen, seen.shape_ids(), FAST, model_name="m")
     more = write_workspace(tmp_path / "more", ((3, False), (3, False)))
     with pytest.raises(PartsegError, match="3 parts .* has 2 outputs"):
-        bipart.run(more, more.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"))
+        label(more, more.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"))
     no_probs = write_workspace(tmp_path / "noprobs", ((2, False), (2, False)), with_probs=False)
     with pytest.raises(PartsegError, match="re-run backproject"):
-        bipart.run(no_probs, no_probs.shape_ids(), FAST, model_name="m")
+        label(no_probs, no_probs.shape_ids(), FAST, model_name="m")
     assert not (tmp_path / "noprobs" / "m").exists()
     # random selection does not need the part probabilities
-    bipart.run(no_probs, no_probs.shape_ids(), dataclasses.replace(FAST, support="random"),
+    label(no_probs, no_probs.shape_ids(), dataclasses.replace(FAST, support="random"),
                model_name="m")
     other = tmp_path / "other"
     save_model(other, kind="partdistill-student", key="k", meta={}, state_dict={})
     with pytest.raises(ModelError, match="expected 'bipart'"):
-        bipart.run(more, more.shape_ids(), FAST, apply=str(other))
+        label(more, more.shape_ids(), FAST, apply=str(other))
     foreign = tmp_path / "foreign"
     meta = dict(load_model(tmp_path / "seen" / "m").meta, encoder="m2ae")
     save_model(foreign, kind="bipart", key="k", meta=meta, state_dict={})
     with pytest.raises(ModelError, match="encoder 'm2ae'"):
-        bipart.run(more, more.shape_ids(), FAST, apply=str(foreign))
+        label(more, more.shape_ids(), FAST, apply=str(foreign))
     empty = Workspace.open(tmp_path / "empty", create=True)
     shape, units, _ = blob_shape("s0", 2, 0)
     empty.write(shape_scope("s0"), "shape", shape, key="a")
     with pytest.raises(PartsegError, match="no knowledge units"):
-        bipart.run(empty, ["s0"], FAST, model_name="m")
+        label(empty, ["s0"], FAST, model_name="m")
     units = dataclasses.replace(units, labels=units.labels[:0], masks=units.masks[:0],
                                 confidence=units.confidence[:0], view=units.view[:0],
                                 source_index=units.source_index[:0],
@@ -241,4 +242,28 @@ def test_bad_inputs_are_refused(tmp_path: Path):
     empty.write(shape_scope("s0"), "backproject", units, key="b")
     empty.write(shape_scope("s0"), "detect", {"part_names": ["p0", "p1"]}, key="c")
     with pytest.raises(PartsegError, match="empty training set"):
-        bipart.run(empty, ["s0"], FAST, model_name="m")
+        label(empty, ["s0"], FAST, model_name="m")
+
+
+def test_cli_trains_applies_and_evaluates(tmp_path: Path, capsys, monkeypatch):
+    from test_cli import partseg
+
+    write_workspace(tmp_path / "seen", SEEN)
+    write_workspace(tmp_path / "unseen", UNSEEN)
+    tiny = ["--epochs", "1", "--support-size", "2", "--inner-steps", "1", "--adapt-steps", "2",
+            "--device", "cpu"]
+    code, _, err = partseg(capsys, monkeypatch, "adapt", str(tmp_path / "seen"), "--method",
+                           "bipart", "--model-name", "bp", *tiny)
+    assert code == 0, err
+    assert load_model(tmp_path / "seen" / "bp", kind="bipart").meta["config"]["epochs"] == 1
+    code, _, err = partseg(capsys, monkeypatch, "adapt", str(tmp_path / "unseen"), "--method",
+                           "bipart", "--apply", str(tmp_path / "seen" / "bp"), "--support",
+                           "similarity", *tiny)
+    assert code == 0, err
+    code, out, err = partseg(capsys, monkeypatch, "evaluate", str(tmp_path / "unseen"),
+                             "--method", "bipart")
+    assert code == 0, err
+    assert "cat2" in out
+    code, _, err = partseg(capsys, monkeypatch, "adapt", str(tmp_path / "unseen"), "--method",
+                           "bipart", "--apply", str(tmp_path / "seen" / "missing"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "missing" in err
