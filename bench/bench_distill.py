@@ -37,7 +37,7 @@ from partseg_cli.simulated import simulate_boxes
 from partseg_cli.superpoints import compute_superpoints
 from partseg_cli.vote import vote
 
-LABELEDDB = Path("/work/shared/data/labeleddb")
+LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 
 
 def lift(units: KnowledgeUnits, n_parts: int) -> np.ndarray:

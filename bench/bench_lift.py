@@ -5,7 +5,7 @@ PartSLIP views at 800x800, GLIP-like boxes (and CLIPSeg-like maps, SAM-like mask
 the simulated teacher, PartSLIP superpoints. Timed: `units_from_boxes` + `vote`
 (semantic + instances), target <= 0.3 s per shape; also the mask and pixel-map units.
 Shapes: a synthetic chair (always available: seat, back, 4 legs, a wheel) and
-LabeledDB shapes from /work/shared/data when present. Quality figures (IoU against the
+LabeledDB shapes from ../shared/data when present. Quality figures (IoU against the
 ground truth, instance counts) are with the simulated teacher, so they measure the
 lifting, not a real VLM.
 
@@ -27,7 +27,7 @@ from partseg_cli.simulated import simulate_boxes, simulate_masks, simulate_pixel
 from partseg_cli.superpoints import compute_superpoints
 from partseg_cli.vote import vote
 
-LABELEDDB = Path("/work/shared/data/labeleddb")
+LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 REAL_SHAPES = ["Chair/101.off", "Airplane/61.off", "Cup/21.off", "Table/141.off"]
 REPEATS = 5
 

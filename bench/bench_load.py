@@ -15,7 +15,7 @@ import open3d as o3d
 from partseg_cli.shapes import discover, load_shape
 
 N_POINTS = 300_000
-CHAIR = Path("/work/shared/data/labeleddb/Chair/101.off")
+CHAIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb" / "Chair" / "101.off"
 
 
 def best_of(fn, repeats: int = 3) -> float:

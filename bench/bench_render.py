@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from partseg_cli.records import Mesh  # noqa: E402
 from partseg_cli.render import reference_cameras, render_mesh, render_points  # noqa: E402
 
-LABELEDDB = Path("/work/shared/data/labeleddb")
+LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 REPEATS = 3
 
 

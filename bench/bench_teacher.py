@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from partseg_cli import evaluate, render, shapes, simulated  # noqa: E402
 from partseg_cli.records import Boxes, Masks, Shape  # noqa: E402
 
-LABELEDDB = Path("/work/shared/data/labeleddb")
+LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 LABELEDDB_CATEGORIES = ["Airplane", "Chair", "Cup", "Table"]
 
 
