@@ -3,7 +3,12 @@
 The only 2D<->3D correspondence is the render stage's ``pixel_point`` map (V, H, W)
 int32: the index of the point drawn at each pixel, -1 on background (one point per
 pixel, z-buffered, as in PartSLIP). A knowledge unit is (Y, M, C): a part label, a
-boolean mask over the N points, and a confidence (records.KnowledgeUnits).
+boolean mask over the N points, and a confidence (records.KnowledgeUnits), plus the
+teacher's per-part scores Y^d (BiPart's Eq. 4 needs them): a box's part_probs for a box
+unit and for the SAM mask refined from it; for a pixel-map component, per point, the
+mean of the per-part probabilities over the point's pixels in the component
+(PartDistill's Y^d_n, whose max is Eq. 3's C^d_n), and per unit their mean over the
+component's pixels.
 
 Membership rules (a point is usually drawn as a splat of a few pixels):
 - box: the point is inside when the centre of the pixels showing it in the box's
@@ -74,7 +79,8 @@ def units_from_boxes(boxes: Boxes, pixel_point: np.ndarray, n_points: int,
     under a part name). The reference tests all projected points; only the visible
     ones are known from the pixel map, so the fraction is over those.
     Returns KnowledgeUnits with labels = box argmax part, confidence = box confidence,
-    source_index = box index, source "boxes"; masks (K, N) bool.
+    part_probs = the box's part_probs, source_index = box index, source "boxes"; masks
+    (K, N) bool.
     """
     counts, centres = point_pixel_centres(pixel_point, n_points)
     view = boxes.view.astype(np.intp)
@@ -82,7 +88,7 @@ def units_from_boxes(boxes: Boxes, pixel_point: np.ndarray, n_points: int,
     y = centres[view, :, 1]
     x0, y0, x1, y1 = (boxes.xyxy[:, i:i + 1].astype(np.float64) for i in range(4))
     masks = (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-    return _make_units(masks, boxes.labels, boxes.confidence, boxes.view,
+    return _make_units(masks, boxes.labels, boxes.confidence, boxes.part_probs, boxes.view,
                        np.arange(len(boxes)), counts, whole_object_fraction, "boxes")
 
 
@@ -92,7 +98,7 @@ def units_from_masks(boxes: Boxes, masks: Masks, pixel_point: np.ndarray, n_poin
     half of their pixels in the mask.
 
     masks.masks: (B, H, W) bool, same H, W as ``pixel_point`` (V, H, W) int32.
-    Label and confidence come from the box the mask refines (the refiner's own score
+    Label, confidence and part_probs come from the box the mask refines (the refiner's own score
     rates the mask shape, not the part name). Masks covering >= ``whole_object_fraction``
     of the points visible in their view are dropped as whole-object units.
     Returns KnowledgeUnits, source_index = box index, source "masks".
@@ -109,8 +115,8 @@ def units_from_masks(boxes: Boxes, masks: Masks, pixel_point: np.ndarray, n_poin
     inside = np.bincount(box.astype(np.int64) * n_points + point,
                          minlength=n_boxes * n_points).reshape(n_boxes, n_points)
     unit_masks = (inside > 0) & (2 * inside >= counts[boxes.view])
-    return _make_units(unit_masks, boxes.labels, boxes.confidence, boxes.view,
-                       np.arange(n_boxes), counts, whole_object_fraction, "masks")
+    return _make_units(unit_masks, boxes.labels, boxes.confidence, boxes.part_probs,
+                       boxes.view, np.arange(n_boxes), counts, whole_object_fraction, "masks")
 
 
 def units_from_pixel_maps(maps: PixelMaps, pixel_point: np.ndarray, n_points: int,
@@ -129,12 +135,16 @@ def units_from_pixel_maps(maps: PixelMaps, pixel_point: np.ndarray, n_points: in
     connectivity only: component sizes, confidences and masks use foreground pixels.
     Components with fewer than ``min_pixels`` foreground pixels are dropped as speckle.
     M = points with at least half their pixels in the component, Y = its part, C = mean
-    probability of that part over the component's pixels.
+    probability of that part over the component's pixels; part_probs (K, P) the mean of
+    every part's probability over the component's pixels, point_part_probs (E, P) the
+    same mean over each masked point's pixels in the component (Y^d_n).
     Returns KnowledgeUnits, source_index = component number within its view, "pixels".
     """
     n_views = pixel_point.shape[0]
+    n_parts = maps.probs.shape[-1]
     counts = _pixel_counts(pixel_point, n_points)
     labels, confidence, views, index, unit_keys = [], [], [], [], []
+    unit_probs, pixel_probs = [], []
     n_units = 0
     for v in range(n_views):  # 10 views: a per-view loop, the pixels are vectorised
         fg = pixel_point[v] >= 0
@@ -165,11 +175,16 @@ def units_from_pixel_maps(maps: PixelMaps, pixel_point: np.ndarray, n_points: in
         comp_part = np.zeros(n_comp, np.int32)
         comp_part[cid] = part
         kept = np.nonzero(size >= min_pixels)[0]
+        claimed = probs[claim]  # (n_claimed, P)
+        comp_probs = np.stack([np.bincount(cid, weights=claimed[:, r], minlength=n_comp)
+                               for r in range(n_parts)], axis=1).reshape(n_comp, n_parts)
         new_id = np.full(n_comp, -1, np.int64)
         new_id[kept] = n_units + np.arange(kept.size)
         unit = new_id[cid]
         ok = unit >= 0
         unit_keys.append(unit[ok] * n_points + pixel_point[v].ravel()[pixels[ok]])
+        pixel_probs.append(claimed[ok])
+        unit_probs.append(comp_probs[kept] / size[kept][:, None])
         labels.append(comp_part[kept])
         confidence.append((prob_sum[kept] / size[kept]).astype(np.float32))
         views.append(np.full(kept.size, v, np.int32))
@@ -177,16 +192,26 @@ def units_from_pixel_maps(maps: PixelMaps, pixel_point: np.ndarray, n_points: in
         n_units += kept.size
     views_all = np.concatenate(views)
     # Sparse (unit, point) pixel counts: hundreds of units x N dense ints would dominate.
-    keys, inside = np.unique(np.concatenate(unit_keys), return_counts=True)
+    keys, where, inside = np.unique(np.concatenate(unit_keys), return_inverse=True,
+                                    return_counts=True)
+    where = where.ravel()
     unit, point = np.divmod(keys, n_points)
     majority = 2 * inside >= counts[views_all[unit], point]
     unit_masks = np.zeros(n_units * n_points, bool)
     unit_masks[keys[majority]] = True
     unit_masks = unit_masks.reshape(n_units, n_points)
+    # Y^d_n: the mean over the point's pixels in the component; keys are sorted, so the
+    # kept ones are in the row-major order of np.nonzero(unit_masks).
+    flat_probs = np.concatenate(pixel_probs) if pixel_probs else np.zeros((0, n_parts))
+    pair_sums = np.stack([np.bincount(where, weights=flat_probs[:, r], minlength=keys.size)
+                          for r in range(n_parts)], axis=1).reshape(keys.size, n_parts)
+    point_probs = (pair_sums[majority] / inside[majority, None]).astype(np.float16)
     return KnowledgeUnits(labels=np.concatenate(labels).astype(np.int32), masks=unit_masks,
                           confidence=np.concatenate(confidence).astype(np.float32),
                           view=views_all, source_index=np.concatenate(index),
-                          source="pixels")
+                          part_probs=np.concatenate(unit_probs).reshape(n_units, n_parts)
+                          .astype(np.float32),
+                          point_part_probs=point_probs, source="pixels")
 
 
 def face_labels_from_points(points: np.ndarray, point_probs_or_labels: np.ndarray,
@@ -246,15 +271,17 @@ def _crop(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
 
 
 def _make_units(masks: np.ndarray, labels: np.ndarray, confidence: np.ndarray,
-                view: np.ndarray, index: np.ndarray, counts: np.ndarray,
-                whole_object_fraction: float, source: str) -> KnowledgeUnits:
-    """Drop whole-object and empty units and pack the rest."""
+                part_probs: np.ndarray, view: np.ndarray, index: np.ndarray,
+                counts: np.ndarray, whole_object_fraction: float, source: str
+                ) -> KnowledgeUnits:
+    """Drop whole-object and empty units and pack the rest (part_probs: (B, P) Y^d)."""
     view = np.asarray(view, np.intp)
     n_visible = (counts[view] > 0).sum(axis=1)
     covered = masks.sum(axis=1)
     keep = (covered > 0) & (covered < whole_object_fraction * np.maximum(n_visible, 1))
     return KnowledgeUnits(labels=np.asarray(labels, np.int32)[keep], masks=masks[keep],
                           confidence=np.asarray(confidence, np.float32)[keep],
+                          part_probs=np.asarray(part_probs, np.float32)[keep],
                           view=view[keep].astype(np.int32),
                           source_index=np.asarray(index, np.int32)[keep], source=source)
 
@@ -279,6 +306,22 @@ def teacher_output(workspace: Workspace, scope: str) -> Boxes | PixelMaps:
     """The "detect" stage's record: Boxes from a box teacher, PixelMaps from a pixel one."""
     probe = workspace.read(scope, "detect", names=["view"])
     return workspace.read_record(scope, "detect", Boxes if "view" in probe.arrays else PixelMaps)
+
+
+def read_units(workspace: Workspace, shape_id: str, need_part_probs: bool = False
+               ) -> KnowledgeUnits:
+    """A shape's stored knowledge units, refused in one line when there are none or when
+    ``need_part_probs`` and they were stored by a partseg that kept no Y^d (backproject
+    format 1): re-running `backproject` re-derives them."""
+    scope = shape_scope(shape_id)
+    if not workspace.exists(scope, "backproject"):
+        raise StoreError(f"{shape_id}: no knowledge units (run `partseg backproject` first)")
+    units = workspace.read_record(scope, "backproject", KnowledgeUnits)
+    if need_part_probs and units.part_probs is None:
+        raise StoreError(f"{shape_id}: its knowledge units were stored by an older partseg "
+                         "without the teacher's part probabilities Y^d; re-run `partseg "
+                         "backproject` on this workspace to re-derive them")
+    return units
 
 
 def _resolve_source(workspace: Workspace, scope: str, source: str) -> str:

@@ -27,7 +27,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "detect": 1,
     "sam-refine": 1,
     "superpoints": 1,
-    "backproject": 1,
+    "backproject": 2,  # 2: units carry the teacher's part probabilities Y^d
     "vote": 2,
     "distill": 1,
     "rescore": 1,

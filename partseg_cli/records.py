@@ -168,10 +168,28 @@ class KnowledgeUnits:
     source_index: np.ndarray  # (K,) int32 index of the box / component it came from
     rescored_confidence: np.ndarray | None = None  # (K,) float32 C_bd after rescoring
     part_probs: np.ndarray | None = None  # (K, P) float32 Y^d: the teacher's per-part scores
+    # (E, P) float16 per-point Y^d_n of pixel-map units on their mask's points, in the
+    # row-major order of np.nonzero(masks) (a point's mean over its pixels in the unit's
+    # component); None for box and mask units, whose Y^d is the same on every point.
+    point_part_probs: np.ndarray | None = None
     source: str = ""  # "boxes", "masks" or "pixels"
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def pair_probs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Y^d on every (unit, point) of the masks: unit (E,) int64, point (E,) int64 in
+        np.nonzero(masks) order, probs (E, P) float32. Raises ValueError without Y^d."""
+        unit, point = np.nonzero(self.masks)
+        if self.point_part_probs is not None:
+            probs = np.asarray(self.point_part_probs, np.float32)
+            if probs.shape[0] != unit.size:
+                raise ValueError(f"{probs.shape[0]} per-point part probabilities for "
+                                 f"{unit.size} masked points")
+            return unit, point, probs
+        if self.part_probs is None:
+            raise ValueError("knowledge units have no part probabilities Y^d")
+        return unit, point, np.asarray(self.part_probs, np.float32)[unit]
 
 
 @dataclass

@@ -210,3 +210,49 @@ def test_pixel_map_gaps_between_splats_are_bridged():
     units = units_from_pixel_maps(PixelMaps(probs=probs), pixel_point, 4, min_pixels=1,
                                   gap_pixels=1)
     assert sorted(units.labels.tolist()) == [0, 1]
+
+
+# --- Y^d: the teacher's part probabilities on every unit -------------------------------
+
+
+def test_part_probs_of_box_and_mask_units():
+    boxes = make_boxes([[0, 0, 6, 3], [1, 0, 3, 2], [3, 0, 4, 1]], [0, 1, 0])
+    boxes.part_probs[1] = [0.3, 0.7]
+    units = units_from_boxes(boxes, PIXEL_POINT, N_POINTS)  # box 0 whole-object, 2 empty
+    np.testing.assert_array_equal(units.source_index, [1])
+    np.testing.assert_allclose(units.part_probs, [[0.3, 0.7]])
+    unit, point, probs = units.pair_probs()  # the box's Y^d on each of its points
+    np.testing.assert_array_equal(point, [1, 2, 4, 5])
+    np.testing.assert_allclose(probs, [[0.3, 0.7]] * 4)
+    mask = np.zeros((3, 3, 6), bool)
+    mask[0, 0, 0] = mask[1, 0, 1] = True
+    units = units_from_masks(boxes, Masks(masks=mask, scores=np.ones(3, np.float32)),
+                             PIXEL_POINT, N_POINTS)
+    np.testing.assert_array_equal(units.source_index, [0, 1])
+    np.testing.assert_allclose(units.part_probs, boxes.part_probs[:2])
+
+
+def test_part_probs_of_pixel_units_per_point():
+    # Point 0 owns pixels (0, 0) and (0, 1), point 1 pixel (0, 2); all claimed by part 1.
+    pixel_point = np.array([[[0, 0, 1]]], np.int32)
+    probs = np.zeros((1, 1, 3, 2), np.float32)
+    probs[0, 0, 0] = [0.1, 0.9]
+    probs[0, 0, 1] = [0.3, 0.7]
+    probs[0, 0, 2] = [0.4, 0.6]
+    units = units_from_pixel_maps(PixelMaps(probs=probs.astype(np.float16)), pixel_point, 3,
+                                  min_pixels=1, gap_pixels=0)
+    assert len(units) == 1 and units.labels[0] == 1
+    np.testing.assert_allclose(units.part_probs, [[0.8 / 3, 2.2 / 3]], atol=2e-3)
+    unit, point, per_point = units.pair_probs()
+    np.testing.assert_array_equal(point, [0, 1])
+    # Y^d_n: the mean over the point's own pixels; Eq. 3's C^d_n is its max.
+    np.testing.assert_allclose(per_point, [[0.2, 0.8], [0.4, 0.6]], atol=2e-3)
+    np.testing.assert_allclose(per_point.max(axis=1), [0.8, 0.6], atol=2e-3)
+    assert units.point_part_probs.dtype == np.float16
+
+
+def test_pair_probs_refuses_units_without_part_probs():
+    units = units_from_boxes(make_boxes([[1, 0, 3, 2]], [1]), PIXEL_POINT, N_POINTS)
+    units.part_probs = None
+    with pytest.raises(ValueError, match="no part probabilities"):
+        units.pair_probs()

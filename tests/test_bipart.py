@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_partstad import toy_work  # noqa: F401  (the fixture: toy chairs through `run`)
 
 from partseg_cli.adapt import bipart
 from partseg_cli.adapt.bipart import BiPartConfig, adapt_head, prepare, train
@@ -215,7 +216,7 @@ def test_bad_inputs_are_refused(tmp_path: Path):
     with pytest.raises(PartsegError, match="3 parts .* has 2 outputs"):
         label(more, more.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"))
     no_probs = write_workspace(tmp_path / "noprobs", ((2, False), (2, False)), with_probs=False)
-    with pytest.raises(PartsegError, match="re-run backproject"):
+    with pytest.raises(PartsegError, match="without the teacher's part probabilities"):
         label(no_probs, no_probs.shape_ids(), FAST, model_name="m")
     assert not (tmp_path / "noprobs" / "m").exists()
     # random selection does not need the part probabilities
@@ -267,3 +268,41 @@ def test_cli_trains_applies_and_evaluates(tmp_path: Path, capsys, monkeypatch):
     code, _, err = partseg(capsys, monkeypatch, "adapt", str(tmp_path / "unseen"), "--method",
                            "bipart", "--apply", str(tmp_path / "seen" / "missing"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing" in err
+
+
+def test_part_perfect_support_on_a_real_workspace(capsys, monkeypatch, toy_work: Path,
+                                                  tmp_path: Path):
+    """`run` (simulated teacher) stores units with Y^d; BiPart's default part-perfect
+    selection (Eq. 4) trains and applies through the CLI; units of an older partseg
+    without Y^d are refused in one line until `backproject` re-derives them."""
+    import shutil
+
+    from test_cli import assert_one_line_error, partseg
+
+    work = tmp_path / "ws"
+    shutil.copytree(toy_work, work)
+    workspace = Workspace.open(work)
+    for sid in workspace.shape_ids():
+        units = workspace.read_record(shape_scope(sid), "backproject", KnowledgeUnits)
+        assert units.part_probs.shape == (len(units), 4)
+        ratio = part_point_ratio(units, 4)
+        assert ratio.sum() == pytest.approx(1.0) and (ratio > 0).sum() >= 2
+    tiny = ["--epochs", "1", "--support-size", "3", "--inner-steps", "1", "--adapt-steps",
+            "2", "--device", "cpu", "--support", "part-perfect"]
+    code, _, err = partseg(capsys, monkeypatch, "adapt", work, "--method", "bipart",
+                           "--model-name", "bp", *tiny)
+    assert code == 0, err
+    assert load_model(work / "bp", kind="bipart").meta["config"]["support"] == "part-perfect"
+    labelling = workspace.read_record(shape_scope("Chair_chair2"), "bipart", Labelling)
+    assert labelling.point_probs.shape == (800, 4)
+
+    scope = shape_scope("Chair_chair2")
+    artifact = workspace.read(scope, "backproject")
+    old = dataclasses.replace(artifact.record(KnowledgeUnits), part_probs=None)
+    workspace.write(scope, "backproject", old, key="format-1", params=artifact.params)
+    code, _, err = partseg(capsys, monkeypatch, "adapt", work, "--method", "bipart",
+                           "--model-name", "bp2", *tiny)
+    assert_one_line_error(code, err, "Chair_chair2", "re-run `partseg backproject`")
+    code, _, err = partseg(capsys, monkeypatch, "backproject", work)
+    assert code == 0 and "1 computed" in err, err
+    assert workspace.read_record(scope, "backproject", KnowledgeUnits).part_probs is not None

@@ -12,9 +12,10 @@ validates them.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import PartsegError
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ..store import Workspace
 
 METHODS = ("partstad", "bipart")
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +40,22 @@ class AdaptConfig:
     seed: int = 0
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)  # the method's own options
+
+
+def method_config(cls: type[T], common: AdaptConfig, method: str) -> T:
+    """A method's config dataclass ``cls`` from `partseg adapt`'s options: its own
+    defaults (the paper's values), then seed and device, the common epochs / lr / batch
+    size when given, then the method's own options; an option ``cls`` lacks is refused."""
+    config = cls(seed=common.seed, device=common.device)
+    known = {f.name for f in dataclasses.fields(cls)}
+    common_values = {"epochs": common.epochs, "lr": common.lr,
+                     "batch_size": common.batch_size}
+    for name, value in {**common_values, **common.options}.items():
+        if name not in known:
+            raise PartsegError(f"--method {method}: unknown option {name!r}")
+        if value is not None:
+            setattr(config, name, value)
+    return config
 
 
 def method_module(method: str) -> Any:

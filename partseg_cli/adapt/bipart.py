@@ -462,18 +462,15 @@ def _detected_names(workspace: Workspace, shape_id: str) -> list[str]:
     return detected_part_names(workspace, shape_id)
 
 
-def _read(workspace: Workspace, shape_ids: Sequence[str]
+def _read(workspace: Workspace, shape_ids: Sequence[str], need_part_probs: bool
           ) -> tuple[list[Shape], list[KnowledgeUnits], list[list[str]]]:
-    from ..errors import StoreError
+    """Shapes, knowledge units (with Y^d when ``need_part_probs``) and teacher part names."""
+    from ..backproject import read_units
 
     shapes, units, names = [], [], []
     for sid in shape_ids:
-        scope = shape_scope(sid)
-        if not workspace.exists(scope, "backproject"):
-            raise StoreError(f"{sid}: no knowledge units (run `partseg backproject` "
-                             "first): BiPart's support sets need every shape's units")
-        shapes.append(workspace.read_record(scope, "shape", Shape))
-        units.append(workspace.read_record(scope, "backproject", KnowledgeUnits))
+        units.append(read_units(workspace, sid, need_part_probs))
+        shapes.append(workspace.read_record(shape_scope(sid), "shape", Shape))
         names.append(_detected_names(workspace, sid))
     return shapes, units, names
 
@@ -493,18 +490,9 @@ def _labelling(shape: Shape, probs: np.ndarray, part_names: list[str],
 
 def config_from(common: AdaptConfig) -> BiPartConfig:
     """BiPart's settings from `partseg adapt`'s options (paper values where not given)."""
-    config = BiPartConfig(seed=common.seed, device=common.device)
-    for name, value in (("epochs", common.epochs), ("lr", common.lr),
-                        ("batch_size", common.batch_size)):
-        if value is not None:
-            setattr(config, name, value)
-    known = {f.name for f in dataclasses.fields(BiPartConfig)}
-    for name, value in common.options.items():
-        if name not in known:
-            raise PartsegError(f"--method bipart: unknown option {name!r}")
-        if value is not None:
-            setattr(config, name, value)
-    return config
+    from . import method_config
+
+    return method_config(BiPartConfig, common, STAGE)
 
 
 def run(workspace: Workspace, shape_ids: list[str], common: AdaptConfig,
@@ -550,7 +538,7 @@ def label_workspace(workspace: Workspace, shape_ids: list[str], config: BiPartCo
     if apply is None:
         train_ids = list(train_ids or shape_ids)
         shape_ids = sorted(set(shape_ids) | set(train_ids))
-    shapes, units, names = _read(workspace, shape_ids)
+    shapes, units, names = _read(workspace, shape_ids, config.support == "part-perfect")
     shape_keys = [workspace.key(shape_scope(s), "shape") or "" for s in shape_ids]
     if apply is not None:
         path = resolve_model_path(apply, workspace.root)

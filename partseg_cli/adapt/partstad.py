@@ -29,7 +29,7 @@ is looked at).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from ..records import (
     from_arrays,
 )
 from ..store import Workspace, shape_scope
-from . import AdaptConfig
+from . import AdaptConfig, method_config
 
 if TYPE_CHECKING:
     import torch
@@ -87,17 +87,7 @@ class PartstadConfig:
 
 def config_from(common: AdaptConfig) -> PartstadConfig:
     """PartSTAD's settings from `partseg adapt`'s options."""
-    config = PartstadConfig(seed=common.seed, device=common.device)
-    for name, value in (("epochs", common.epochs), ("lr", common.lr),
-                        ("batch_size", common.batch_size)):
-        if value is not None:
-            setattr(config, name, value)
-    known = {f.name for f in fields(PartstadConfig)}
-    for name, value in common.options.items():
-        if name not in known:
-            raise PartsegError(f"--method partstad: unknown option {name!r}")
-        if value is not None:
-            setattr(config, name, value)
+    config = method_config(PartstadConfig, common, METHOD)
     if config.loss not in LOSSES:
         raise PartsegError(f"--loss: choose {' or '.join(LOSSES)}, not {config.loss!r}")
     if config.weights not in WEIGHTINGS:
@@ -286,7 +276,7 @@ def shape_inputs(workspace: Workspace, shape_id: str, device: str = "cpu",
     visible, superpoints, pixel_point)."""
     import torch
 
-    from ..backproject import visible_points
+    from ..backproject import read_units, visible_points
 
     scope = shape_scope(shape_id)
     boxes = read_boxes(workspace, shape_id)
@@ -296,7 +286,7 @@ def shape_inputs(workspace: Workspace, shape_id: str, device: str = "cpu",
                                                     "cameras/extrinsics"])
     pixel_point = render.arrays["pixel_point"]
     cameras = from_arrays(Cameras, render.arrays, render.record_attrs, prefix="cameras/")
-    units = workspace.read_record(scope, "backproject", KnowledgeUnits)
+    units = read_units(workspace, shape_id)
     if units.source not in ("boxes", "masks"):
         raise StoreError(f"{shape_id}: the knowledge units come from {units.source or '?'}; "
                          "PartSTAD weighs box or mask units (`partseg backproject "

@@ -54,17 +54,19 @@ def cosine_similarity(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
 def part_point_ratio(units: KnowledgeUnits, n_parts: int) -> np.ndarray:
     """Eq. 4's normalised per-part ratio of one shape, (P,) float64 summing to 1.
 
-    W = sum_d Y^d with Y^d the unit's part probabilities on its mask's points and zero
-    elsewhere, i.e. W = M^T Y (N, P); ratio_r = sum over points whose largest W is part
-    r of W_{n,r}; normalised by its sum (all zeros when no unit covers any point).
-    Needs ``units.part_probs``.
+    W = sum_d Y^d (N, P), with Y^d the unit's part probabilities on its mask's points
+    (per point for pixel-map units, `KnowledgeUnits.pair_probs`) and zero elsewhere;
+    ratio_r = sum over points whose largest W is part r of W_{n,r}; normalised by its
+    sum (all zeros when no unit covers any point). Points no unit covers (W = 0
+    everywhere) add nothing. Raises ValueError without Y^d.
     """
-    if units.part_probs is None:
-        raise ValueError("knowledge units have no part_probs")
-    if len(units) == 0:
-        return np.zeros(n_parts)
-    probs = np.asarray(units.part_probs, np.float64)[:, :n_parts]
-    weight = units.masks.T.astype(np.float64) @ probs  # (N, P) W
+    n_points = units.masks.shape[1] if units.masks.ndim == 2 else 0
+    _, point, probs = units.pair_probs()
+    probs = np.asarray(probs, np.float64)[:, :n_parts]
+    weight = np.stack([np.bincount(point, weights=probs[:, r], minlength=n_points)
+                       for r in range(probs.shape[1])], axis=1).reshape(n_points, -1)
+    if weight.shape[1] < n_parts:
+        weight = np.pad(weight, ((0, 0), (0, n_parts - weight.shape[1])))
     is_max = weight == weight.max(axis=1, keepdims=True)
     ratio = (weight * is_max).sum(axis=0)
     total = ratio.sum()
