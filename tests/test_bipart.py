@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_partstad import toy_work  # noqa: F401  (the fixture: toy chairs through `run`)
+from test_partstad import toy_workspace
 
 from partseg_cli.adapt import bipart
 from partseg_cli.adapt.bipart import BiPartConfig, adapt_head, prepare, train
@@ -268,6 +268,11 @@ def test_cli_trains_applies_and_evaluates(tmp_path: Path, capsys, monkeypatch):
     code, _, err = partseg(capsys, monkeypatch, "adapt", str(tmp_path / "unseen"), "--method",
                            "bipart", "--apply", str(tmp_path / "seen" / "missing"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing" in err
+
+
+@pytest.fixture(scope="module")
+def toy_work(tmp_path_factory) -> Path:
+    return toy_workspace(tmp_path_factory.mktemp("bipart"))
 
 
 def test_part_perfect_support_on_a_real_workspace(capsys, monkeypatch, toy_work: Path,

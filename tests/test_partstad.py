@@ -149,8 +149,11 @@ def test_cross_entropy_loss_by_hand():
 
 @pytest.fixture(scope="module")
 def toy_work(tmp_path_factory) -> Path:
+    return toy_workspace(tmp_path_factory.mktemp("partstad"))
+
+
+def toy_workspace(root: Path) -> Path:
     """The toy chairs through the pipeline with the simulated teacher, tiny settings."""
-    root = tmp_path_factory.mktemp("partstad")
     shutil.copytree(EXAMPLES, root / "data")
     with pytest.MonkeyPatch.context() as monkeypatch:
         capsys = _Capture()
