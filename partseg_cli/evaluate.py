@@ -144,6 +144,10 @@ class EvalReport:
     gt_instance_counts: dict[str, int] = field(default_factory=dict)
     # {"before": {category: mIoU2D, "mean": x}, "after": {...} when re-scored} (run only)
     teacher_2d: dict[str, dict[str, float]] | None = None
+    # Shapes the method learned from (Labelling.training_shape), scored apart: never
+    # test figures (run only). training_ids lists them.
+    training: EvalReport | None = None
+    training_ids: list[str] = field(default_factory=list)
 
     def table(self, parts: bool = True) -> str:
         """Fixed-width terminal table, percentages with one decimal ("-" = undefined).
@@ -194,6 +198,10 @@ class EvalReport:
                     lines.extend(_wrap(f"{c} [mAP50]", [
                         f"{n} {_pct(self.ap50_part_aware.get(f'{c}/{n}', math.nan))}"
                         for n in self.part_names[c]]))
+        if self.training is not None:
+            lines += ["", f"training shapes ({len(self.training_ids)}): the method learned "
+                      "from them; not test figures, not in the figures above",
+                      self.training.table(parts=False)]
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -208,6 +216,8 @@ class EvalReport:
         "ap50_part_agnostic": float | null, "teacher_miou_2d": {"before", "after"?} | null}}
         (AP null when the category had no instances); ``overall`` also has
         "teacher_miou_2d": {"before": x, "after": y (only when re-scored)} | null.
+        ``training_shapes``: {"shape_ids": [...], "report": this same schema} for the
+        shapes the method learned from (kept out of every figure above), or null.
         """
         overall: dict = {d: {"miou": _num(s.overall_miou), "instance_miou": _num(s.instance_miou)}
                          for d, s in self.domains.items()}
@@ -239,8 +249,10 @@ class EvalReport:
             entry["teacher_miou_2d"] = None if t2d is None else {
                 when: _num(v.get(c, math.nan)) for when, v in t2d.items()}
             categories[c] = entry
+        training = None if self.training is None else {
+            "shape_ids": list(self.training_ids), "report": self.training.to_json()}
         return {"schema": "partseg.eval/1", "convention": self.convention, "units": "fraction",
-                "overall": overall, "categories": categories}
+                "overall": overall, "categories": categories, "training_shapes": training}
 
     def to_csv(self) -> str:
         """CSV text with header ``category,part,domain,value,count``.
@@ -251,7 +263,8 @@ class EvalReport:
         teacher_2d_after (confidence-weighted mIoU2D) have only summary rows.
         value: fraction in [0, 1], empty when undefined. count: shapes averaged over (IoU
         rows), ground-truth instances (AP rows), categories with a value (overall rows).
-        Categories without instances have no AP rows.
+        Categories without instances have no AP rows. Shapes the method learned from are
+        not in the CSV (see ``to_json``'s ``training_shapes``).
         """
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -939,15 +952,18 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
     pred: a .npy / one-integer-per-line file (one shape) or a folder of <shape_id>.npy/.txt;
     its labels index the shape's own part names. teacher_2d: also the teacher's 2D mIoU
     (``teacher_scores_2d``), averaged per category and then over categories.
+    Labellings marked ``training_shape`` (the method learned from that shape: PartSTAD's
+    and BiPart's training shapes, a student's) are scored apart in ``report.training``,
+    never among the test figures.
     Returns the report and {shape_id: problem} for shapes that could not be scored.
-    Raises PartsegError when no shape could be scored.
+    Raises PartsegError when no shape could be scored as a test shape.
     """
     if convention not in CONVENTIONS:
         raise PartsegError(f"unknown evaluation convention {convention!r}; "
                            f"choose one of {', '.join(CONVENTIONS)}")
     if pred is not None:
         _check_pred_path(pred, len(shape_ids))
-    items, failed = [], {}
+    items, training, failed = [], {}, {}
     scores_2d: dict[str, dict[str, list[float]]] = {}
     seen_in_training = [sid for sid in shape_ids if teacher_trained_on(workspace, sid)]
     if seen_in_training:  # a teacher's training shapes are never scored as test shapes
@@ -968,16 +984,26 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
                 labelling = workspace.read_record(scope, method, Labelling)
             item = shape_eval(shape, labelling)
             _check(item)
+            if labelling.training_shape:
+                training[shape_id] = item
+                continue
             if teacher_2d:
                 for when, value in teacher_scores_2d(workspace, shape).items():
                     scores_2d.setdefault(when, {}).setdefault(item.category, []).append(value)
             items.append(item)
         except PartsegError as exc:  # StoreError / InputError included: skip that shape
             failed[shape_id] = str(exc)
+    if not items and training:
+        raise PartsegError(f"every scored shape is a training shape of '{method}' "
+                           f"({len(training)}: the method learned from them); score shapes "
+                           "it did not train on")
     if not items:
         problems = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         raise PartsegError(f"no shape could be scored ({problems})")
     report = evaluate(items, convention)
+    if training:
+        report.training = evaluate(list(training.values()), convention)
+        report.training_ids = list(training)
     if teacher_2d:
         report.teacher_2d = {when: _category_means(per_cat) for when, per_cat in
                              scores_2d.items()}

@@ -455,3 +455,33 @@ def test_match_boxes_precision_recall_and_auroc():
     assert auroc(np.array([0.2, 0.8, 0.3, 0.9]), right) == 0.25  # 1 of 4 pairs ordered
     assert auroc(np.array([0.5, 0.5, 0.5, 0.5]), right) == 0.5
     assert np.isnan(auroc(np.ones(2), np.array([True, True])))
+
+
+def test_training_shapes_are_reported_apart(tmp_path):
+    """A labelling marked training_shape (PartSTAD's, BiPart's, a student's training
+    shapes) never enters the test figures: it is scored in its own section."""
+    from partseg_cli.evaluate import run
+    from partseg_cli.records import Labelling, Shape
+    from partseg_cli.store import shape_scope
+
+    ws = _workspace(tmp_path)
+    shape = ws.read_record(shape_scope("toy"), "shape", Shape)
+    shape.shape_id = "seen"
+    ws.write(shape_scope("seen"), "shape", shape, key="seen")
+    perfect = Labelling(point_labels=np.array([0, 1, 0, 1], np.int32), part_names=["a", "b"],
+                        method="vote", training_shape=True)
+    ws.write(shape_scope("seen"), "vote", perfect, key="seen-vote")
+    report, failed = run(ws, ["seen", "toy"], "vote")
+    assert not failed and report.n_shapes == {"Toy": 1}
+    # the test figure is toy's alone (2/3 and 1/2), not pulled up by the perfect shape
+    np.testing.assert_allclose(report.domains["points"].part_iou["Toy"], [2 / 3, 1 / 2])
+    assert report.training_ids == ["seen"] and report.training.n_shapes == {"Toy": 1}
+    assert report.training.domains["points"].overall_miou == 1.0
+    table = report.table()
+    assert "training shapes (1)" in table and "not test figures" in table
+    data = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert data["training_shapes"]["shape_ids"] == ["seen"]
+    assert data["training_shapes"]["report"]["overall"]["points"]["miou"] == 1.0
+    assert data["categories"]["Toy"]["n_shapes"] == 1
+    with pytest.raises(PartsegError, match="every scored shape is a training shape"):
+        run(ws, ["seen"], "vote")
