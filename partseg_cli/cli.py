@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from . import __version__
-from .errors import PartsegError, first_line, os_error_line
+from .errors import PartsegError, WriteError, first_line, os_error_line
 from .pipeline import StageReport
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with command.make_context("partseg", args) as ctx:
             result = command.invoke(ctx)
-    except PartsegError as exc:
+    except (PartsegError, WriteError) as exc:
         typer.echo(f"partseg: error: {first_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
@@ -237,7 +237,12 @@ def inspect(work: Work) -> None:
     from .inspect import describe
     from .store import Workspace
 
-    typer.echo(describe(Workspace.open(work)))
+    text, corrupt = describe(Workspace.open(work))
+    typer.echo(text)
+    if corrupt:
+        typer.echo(f"{corrupt} stored output(s) corrupt; rerunning their stages "
+                   "recomputes them", err=True)
+        raise typer.Exit(1)
 
 
 def _parts(text: str | None) -> list[str] | None:

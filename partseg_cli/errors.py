@@ -27,9 +27,18 @@ class StoreError(PartsegError):
     """A workspace that is missing, incompatible or lacks a stage's input."""
 
 
-class WriteError(StoreError):
+class CorruptError(StoreError):
+    """A stored artifact that fails its checksums or cannot be decoded: it is marked so
+    that the next run of its stage recomputes it instead of trusting it."""
+
+
+class WriteError(Exception):
     """The workspace or an output file cannot be written (read-only folder, full disk,
-    no permission): every shape would fail alike, so the run stops at once."""
+    no permission): every shape would fail alike, so the run stops at once. Deliberately
+    not a PartsegError, which per-shape loops catch to go on with the next shape; the
+    CLI prints it as one line with exit code 2 all the same."""
+
+    exit_code = 2
 
 
 class ModelError(PartsegError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from .errors import CorruptError
 from .pipeline import STAGE_VERSIONS
 from .store import Workspace, shape_scope
 
@@ -16,17 +17,24 @@ def _age(created: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def describe(workspace: Workspace) -> str:
-    """One block per shape: stage, key prefix, age and parameters."""
+def describe(workspace: Workspace) -> tuple[str, int]:
+    """One block per shape: stage, key prefix, age and parameters; and how many stored
+    artifacts are corrupt (listed as such, with the problem, instead of an age)."""
     ids = workspace.shape_ids()
     order = {name: i for i, name in enumerate(STAGE_VERSIONS)}
+    corrupt = 0
     lines = [f"workspace {workspace.root} ({workspace.backend_name}), {len(ids)} shape(s)"]
     for shape_id in ids:
         scope = shape_scope(shape_id)
         lines.append(f"{shape_id}")
         stages = sorted(workspace.stages(scope), key=lambda s: (order.get(s.split(".")[0], 99), s))
         for stage in stages:
-            info = workspace.info(scope, stage) or {}
+            try:
+                info = workspace.info(scope, stage) or {}
+            except CorruptError as exc:
+                corrupt += 1
+                lines.append(f"  {stage:<14} CORRUPT: {exc}")
+                continue
             params = ", ".join(f"{k}={v}" for k, v in sorted(info.get("params", {}).items())
                                if k != "digest" and v is not None)
             lines.append(f"  {stage:<14} {str(info.get('key', '?'))[:10]}  "
@@ -36,4 +44,4 @@ def describe(workspace: Workspace) -> str:
         for folder in sorted(p for p in collections.iterdir() if p.is_dir()):
             scope = f"collections/{folder.name}"
             lines.append(f"collection {folder.name}: {', '.join(workspace.stages(scope))}")
-    return "\n".join(lines)
+    return "\n".join(lines), corrupt

@@ -88,7 +88,7 @@ def collection_key(workspace: Workspace, stage: str, shape_ids: list[str],
 
 def stored_under(workspace: Workspace, stage: str, shape_ids: list[str], key: str) -> bool:
     """Whether every shape already holds ``stage`` computed under ``key``."""
-    return all(workspace.key(shape_scope(sid), stage) == key for sid in shape_ids)
+    return all(workspace.cached_key(shape_scope(sid), stage) == key for sid in shape_ids)
 
 
 def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
@@ -105,7 +105,7 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
         scope = shape_scope(shape_id)
         try:
             key = stage_key(workspace, scope, stage, params, inputs)
-            if not force and workspace.key(scope, stage) == key:
+            if not force and workspace.cached_key(scope, stage) == key:
                 report.skipped.append(shape_id)
                 continue
             record = compute(shape_id)
@@ -144,10 +144,10 @@ def resolve_device(device: str) -> str:
 
 def is_fresh(workspace: Workspace, scope: str, stage: str, inputs: list[str]) -> bool:
     """Whether ``stage`` is stored and was computed from the inputs stored now."""
-    info = workspace.info(scope, stage)
-    if info is None:
-        return False
     try:
+        info = workspace.info(scope, stage)
+        if info is None:
+            return False
         return stage_key(workspace, scope, stage, info.get("params", {}), inputs) == info["key"]
-    except (StoreError, KeyError):
+    except (StoreError, KeyError):  # CorruptError included: not fresh, recompute
         return False

@@ -575,7 +575,7 @@ def ingest(workspace: Workspace, sources: list[ShapeSource], n_points: int, seed
         try:
             params = {"n_points": n_points, "seed": seed, "digest": source_digest(source)}
             key = content_key("shape", STAGE_VERSIONS["shape"], params, [])
-            if not force and workspace.key(scope, "shape") == key:
+            if not force and workspace.cached_key(scope, "shape") == key:
                 report.skipped.append(source.shape_id)
                 continue
             shape = load_shape(source, n_points=n_points, seed=seed)

@@ -19,6 +19,11 @@ place (a rename within one filesystem is atomic), so a killed run never leaves a
 half-written artifact where a later run would trust it, and processes writing
 different shapes never touch the same files. HDF5 uses one file per artifact for the
 same reason: one HDF5 file cannot take writes from several processes at once.
+
+Integrity: each array's dtype, shape and CRC-32 are recorded with it (and, for zarr,
+every file's size), and `Workspace.read` checks them, so a read returns the committed
+artifact whole or raises CorruptError in one line. A corrupt artifact gets a
+``<stage>.corrupt`` note beside it; until it is rewritten it is never trusted as cached.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import shutil
 import socket
 import time
 import uuid
+import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +47,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import __version__
-from .errors import StoreError
+from .errors import CorruptError, StoreError, WriteError, first_line, os_error_line
 from .records import from_arrays, to_arrays
 
 WORKSPACE_FORMAT = 1
@@ -107,6 +114,11 @@ class _ZarrBackend:
                                        chunks=_chunks(value), **kwargs)
             if value.size:
                 array[...] = value
+        # Every file but the group's own metadata, with its size: a deleted or truncated
+        # chunk is then found by a stat, without reading the data (see `complete`).
+        attrs["partseg"]["files"] = {
+            str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*"))
+            if f.is_file() and f != path / "zarr.json"}
         group.attrs.update(attrs)
 
     def read(self, path: Path, names: list[str] | None = None
@@ -121,6 +133,18 @@ class _ZarrBackend:
     def read_attrs(self, path: Path) -> dict[str, Any]:
         with open(path / "zarr.json") as handle:
             return json.load(handle).get("attributes", {})
+
+    def complete(self, path: Path, meta: dict[str, Any]) -> str | None:
+        """None when every file the writer recorded is there at its size, else which is
+        not (zarr reads a missing chunk as zeros without complaint)."""
+        for name, size in meta.get("files", {}).items():
+            try:
+                found = (path / name).stat().st_size
+            except FileNotFoundError:
+                return f"file {name} is missing"
+            if found != size:
+                return f"file {name} has {found} bytes, {size} were written"
+        return None
 
 
 def _walk_zarr(group: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -173,6 +197,9 @@ class _HDF5Backend:
         with h5py.File(path, "r") as handle:
             return json.loads(handle.attrs["partseg"])
 
+    def complete(self, path: Path, meta: dict[str, Any]) -> str | None:
+        return None  # one file, replaced whole: a damaged one fails to open or its checksums
+
 
 class Workspace:
     """A workspace folder; see the module docstring for its layout."""
@@ -183,6 +210,8 @@ class Workspace:
         self._backend = _ZarrBackend() if backend == "zarr" else _HDF5Backend()
         self.data_root = root / ("store.zarr" if backend == "zarr" else "store.h5")
         self.tmp_root = root / ".tmp"
+        # artifact path -> write id a skip check saw (None: absent), see `_commit`
+        self._seen: dict[Path, str | None] = {}
 
     # --- opening ----------------------------------------------------------------------
 
@@ -192,47 +221,53 @@ class Workspace:
         """Open a workspace; with ``create`` make it if missing.
 
         ``backend`` applies to a new workspace; an existing one keeps its own and
-        asking for the other one is an error.
+        asking for the other one is an error. Creation is idempotent and safe when many
+        processes create the same folder at once (a SLURM array starting together): the
+        manifest is written under ``.tmp/`` and hard-linked into place, which fails
+        rather than overwrites when another process won, and leftovers of a killed
+        creation (only ever under ``.tmp/``) do not block the next one.
         """
         root = Path(root)
         manifest = root / MANIFEST
-        if manifest.is_file():
-            try:
-                info = json.loads(manifest.read_text())
-                fmt, existing = int(info["format"]), str(info["backend"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise StoreError(f"{manifest}: not a partseg workspace manifest ({exc})") from exc
-            if fmt != WORKSPACE_FORMAT:
-                raise StoreError(
-                    f"{root}: workspace format {fmt} was made by an incompatible partseg "
-                    f"(this version reads format {WORKSPACE_FORMAT}); use a new --work folder")
-            if existing not in BACKENDS:
-                raise StoreError(f"{manifest}: unknown backend {existing!r}")
-            if backend is not None and backend != existing:
-                raise StoreError(f"{root}: workspace uses the {existing} backend, "
-                                 f"not {backend}")
-            workspace = cls(root, existing)
-        elif create:
-            if root.exists() and not root.is_dir():
-                raise StoreError(f"{root}: exists and is not a folder")
-            if root.is_dir() and any(p.name != ".tmp" for p in root.iterdir()):
-                raise StoreError(f"{root}: folder is not empty and not a partseg workspace")
+        if not manifest.is_file():
+            if not create:
+                if not root.exists():
+                    raise StoreError(f"{root}: no such workspace (run `partseg render` first)")
+                raise StoreError(f"{root}: not a partseg workspace (no {MANIFEST})")
             chosen = backend or "zarr"
             if chosen not in BACKENDS:
                 raise StoreError(f"unknown store backend {chosen!r}; choose one of "
                                  f"{', '.join(BACKENDS)}")
-            root.mkdir(parents=True, exist_ok=True)
-            workspace = cls(root, chosen)
-            workspace._write_text_atomic(manifest, json.dumps(
-                {"format": WORKSPACE_FORMAT, "backend": chosen,
-                 "created_by": f"partseg {__version__}"}, indent=1))
-        else:
-            if not root.exists():
-                raise StoreError(f"{root}: no such workspace (run `partseg render` first)")
-            raise StoreError(f"{root}: not a partseg workspace (no {MANIFEST})")
-        workspace.tmp_root.mkdir(exist_ok=True)
-        workspace._clean_stale_tmp()
+            if root.exists() and not root.is_dir():
+                raise StoreError(f"{root}: exists and is not a folder")
+            with _writing(root):
+                (root / ".tmp").mkdir(parents=True, exist_ok=True)
+                strangers = [p for p in root.iterdir() if p.name not in (".tmp", MANIFEST)]
+                # the manifest is linked before any data is stored: a creator that won
+                # meanwhile explains whatever else is there
+                if strangers and not manifest.is_file():
+                    raise StoreError(f"{root}: folder is not empty and not a partseg "
+                                     "workspace")
+                if not manifest.is_file():
+                    cls(root, chosen)._create_manifest(manifest, chosen)
+        workspace = cls(root, _read_manifest(root, manifest, backend))
+        with _writing(workspace.tmp_root):
+            workspace.tmp_root.mkdir(exist_ok=True)
+            workspace._clean_stale_tmp()
         return workspace
+
+    def _create_manifest(self, manifest: Path, backend: str) -> None:
+        tmp = self.tmp_root / self._tmp_name("m")
+        tmp.write_text(json.dumps({"format": WORKSPACE_FORMAT, "backend": backend,
+                                   "created_by": f"partseg {__version__}"}, indent=1))
+        try:
+            os.link(tmp, manifest)  # fails if another creator was first: theirs stands
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: last writer wins, same text
+            os.replace(tmp, manifest)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -262,30 +297,77 @@ class Workspace:
         return self._path(scope, stage).exists()
 
     def info(self, scope: str, stage: str) -> dict[str, Any] | None:
-        """Provenance attributes (key, params, created, ...) or None if absent."""
+        """Provenance attributes (key, params, created, ...) or None if absent.
+
+        Raises CorruptError when the artifact's metadata cannot be read, a file its
+        writer recorded is missing or resized, or an earlier read found it corrupt."""
         path = self._path(scope, stage)
         if not path.exists():
             return None
         try:
-            attrs = self._backend.read_attrs(path)
-        except (OSError, ValueError, KeyError):
-            return None
-        return attrs.get("partseg")
+            meta = self._backend.read_attrs(path).get("partseg")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, PermissionError):
+                raise StoreError(os_error_line(exc, path)) from exc
+            meta, problem = None, f"unreadable metadata ({first_line(exc)})"
+        else:
+            problem = (self._backend.complete(path, meta) if isinstance(meta, dict)
+                       else "no partseg metadata")
+        if problem is None:
+            problem = self._corrupt_note(path, meta.get("id"))
+        if problem is not None:
+            if not path.exists():  # replaced or removed while we looked
+                return self.info(scope, stage)
+            raise self._corrupt(path, stage, problem, meta)
+        return meta
 
     def key(self, scope: str, stage: str) -> str | None:
         info = self.info(scope, stage)
         return None if info is None else info.get("key")
 
-    def read(self, scope: str, stage: str, names: list[str] | None = None) -> Artifact:
-        """Load an artifact; ``names`` restricts which arrays are read (all by default)."""
-        path = self._path(scope, stage)
-        if not path.exists():
-            raise StoreError(f"{scope.split('/', 1)[-1]}: no '{stage}' output yet "
-                             f"(run `partseg {stage}` first)")
+    def cached_key(self, scope: str, stage: str) -> str | None:
+        """The stored key for deciding whether a stage can be skipped: None when the
+        artifact is absent or corrupt (then with a warning: this run recomputes it)."""
         try:
-            arrays, attrs = self._backend.read(path, names)
-        except Exception as exc:  # any decoder error means the artifact is unusable
-            raise StoreError(f"{path}: unreadable stored output ({exc})") from exc
+            info = self.info(scope, stage)
+        except CorruptError as exc:
+            warnings.warn(f"{exc.problem}; recomputing it", stacklevel=2)
+            info = None
+        self._seen[self._path(scope, stage)] = None if info is None else info.get("id")
+        return None if info is None else info.get("key")
+
+    def read(self, scope: str, stage: str, names: list[str] | None = None) -> Artifact:
+        """Load an artifact; ``names`` restricts which arrays are read (all by default).
+
+        Every array read is checked against the checksum recorded when it was written,
+        so the result is the artifact that was committed, whole, or a CorruptError. An
+        artifact replaced by a writer while it was being read is read again."""
+        path = self._path(scope, stage)
+        for _ in range(5):
+            meta = self.info(scope, stage)
+            if meta is None:
+                raise StoreError(f"{scope.split('/', 1)[-1]}: no '{stage}' output yet "
+                                 f"(run `partseg {_command(stage)}` first)")
+            try:
+                arrays, attrs = self._backend.read(path, names)
+            except PermissionError as exc:
+                raise StoreError(os_error_line(exc, path)) from exc
+            except Exception as exc:  # any decoder error means the artifact is unusable
+                arrays, attrs, problem = {}, {}, f"unreadable ({first_line(exc)})"
+            else:
+                problem = _verify(arrays, attrs.get("partseg", {}), names)
+            if problem is None:
+                break
+            try:
+                now = self.info(scope, stage)
+            except CorruptError:
+                now = None
+            seen = attrs.get("partseg", {}).get("id", meta.get("id"))
+            if now is not None and now.get("id") != seen:
+                continue  # a writer committed a new version meanwhile: read that one
+            raise self._corrupt(path, stage, problem, meta)
+        else:
+            raise StoreError(f"{path}: replaced by other writers during every read attempt")
         meta = attrs.pop("partseg", {})
         return Artifact(arrays=arrays, record_attrs=attrs, key=meta.get("key", ""),
                         stage=stage, params=meta.get("params", {}),
@@ -294,45 +376,88 @@ class Workspace:
     def read_record(self, scope: str, stage: str, cls: type[T]) -> T:
         return self.read(scope, stage).record(cls)
 
+    def _corrupt(self, path: Path, stage: str, problem: str, meta: dict[str, Any] | None
+                 ) -> CorruptError:
+        """Mark the artifact corrupt (so that no later run trusts it as cached) and make
+        the one-line error saying so."""
+        marker = path.with_name(path.name + CORRUPT_SUFFIX)
+        if not marker.exists():
+            try:
+                self._write_text_atomic(marker, json.dumps(
+                    {"id": (meta or {}).get("id"), "problem": problem}))
+            except OSError:
+                pass  # a read-only workspace: the checksums fail again next time
+        error = CorruptError(f"{path}: stored output is corrupt ({problem}); the next "
+                             f"`partseg {_command(stage)}` recomputes it")
+        error.problem = f"{path}: stored output was corrupt ({problem})"
+        return error
+
+    def _corrupt_note(self, path: Path, write_id: str | None) -> str | None:
+        marker = path.with_name(path.name + CORRUPT_SUFFIX)
+        try:
+            note = json.loads(marker.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return "marked corrupt by an earlier read"
+        # a note about an older version (replaced since) does not apply to this one
+        return note.get("problem", "marked corrupt") if note.get("id") == write_id else None
+
     # --- writing ----------------------------------------------------------------------
 
     def write(self, scope: str, stage: str, record: Any, key: str,
               params: dict[str, Any] | None = None,
               extra_arrays: dict[str, np.ndarray] | None = None) -> None:
-        """Store ``record`` (a dataclass from records.py) atomically under scope/stage."""
+        """Store ``record`` (a dataclass from records.py) atomically under scope/stage.
+
+        Each array's checksum is recorded beside it for `read` to verify. A file-system
+        failure (read-only folder, full disk) raises WriteError; what was stored before
+        is left as it was."""
         if dataclasses.is_dataclass(record):
             arrays, attrs = to_arrays(record)
         else:
             arrays, attrs = {}, dict(record)
         arrays.update(extra_arrays or {})
+        write_id = uuid.uuid4().hex
         attrs["partseg"] = {"key": key, "stage": stage, "params": params or {},
-                            "created": time.time(), "version": __version__}
+                            "created": time.time(), "version": __version__, "id": write_id,
+                            "arrays": {name: _checksum(value) for name, value in arrays.items()}}
         final = self._path(scope, stage)
-        self._ensure_groups(scope)
-        name = f"w{os.getpid()}.{uuid.uuid4().hex}.{socket.gethostname()}"
-        tmp = self.tmp_root / (name + self._backend.suffix)
-        try:
-            self._backend.write(tmp, arrays, attrs)
-            self._commit(tmp, final)
-        finally:
-            _remove(tmp)
+        tmp = self.tmp_root / (self._tmp_name("w") + self._backend.suffix)
+        with _writing(final):
+            try:
+                self._ensure_groups(scope)
+                self._backend.write(tmp, arrays, attrs)
+                self._commit(tmp, final, key)
+            finally:
+                _remove(tmp)
+            self._seen.pop(final, None)
+            final.with_name(final.name + CORRUPT_SUFFIX).unlink(missing_ok=True)
 
     def delete(self, scope: str, stage: str) -> None:
         path = self._path(scope, stage)
         trash = self.tmp_root / f"trash-{uuid.uuid4().hex}"
-        try:
-            os.rename(path, trash)
-        except FileNotFoundError:
-            return
-        _remove(trash)
+        with _writing(path):
+            try:
+                os.rename(path, trash)
+            except FileNotFoundError:
+                return
+            _remove(trash)
 
-    def _commit(self, tmp: Path, final: Path) -> None:
+    def _commit(self, tmp: Path, final: Path, key: str) -> None:
         if tmp.is_file():
             os.replace(tmp, final)
             return
         # A folder cannot replace a non-empty folder in one rename: move the old one
         # aside first. Readers in between see "missing", never a partial artifact.
         for _ in range(10):
+            try:
+                os.rename(tmp, final)  # the common case: nothing there yet
+                return
+            except OSError:
+                pass
+            if self._committed_meanwhile(final, key):
+                return  # another process stored the same computation after our check
             trash = self.tmp_root / f"trash-{uuid.uuid4().hex}"
             try:
                 os.rename(final, trash)
@@ -347,6 +472,20 @@ class Workspace:
             return
         raise StoreError(f"{final}: could not commit after repeated concurrent writes")
 
+    def _committed_meanwhile(self, final: Path, key: str) -> bool:
+        """Whether another process committed a complete artifact under ``key`` at
+        ``final`` after our skip check found it absent or stale: concurrent runs of one
+        stage (equal keys give equal bytes) then keep the first, and readers never see
+        the slot empty. A forced recomputation (no skip check) always replaces."""
+        if final not in self._seen:
+            return False
+        try:
+            meta = self._backend.read_attrs(final)["partseg"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return (meta.get("key") == key and meta.get("id") != self._seen[final]
+                and self._backend.complete(final, meta) is None)
+
     def _ensure_groups(self, scope: str) -> None:
         """Create the folders (and, for zarr, group metadata) leading to ``scope``."""
         path = self.data_root
@@ -357,10 +496,17 @@ class Workspace:
             if self.backend_name == "zarr" and not (path / "zarr.json").exists():
                 self._write_text_atomic(path / "zarr.json", _ZARR_GROUP_JSON)
 
+    def _tmp_name(self, kind: str) -> str:
+        """A name under .tmp/ that `_clean_stale_tmp` removes once its process is gone."""
+        return f"{kind}{os.getpid()}.{uuid.uuid4().hex}.{socket.gethostname()}"
+
     def _write_text_atomic(self, path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        tmp = self.tmp_root / self._tmp_name("t")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _clean_stale_tmp(self) -> None:
         """Remove leftovers of killed runs on this host (their process is gone)."""
@@ -368,7 +514,11 @@ class Workspace:
         for entry in self.tmp_root.iterdir():
             name = entry.name
             if name.startswith("trash-"):
-                if time.time() - entry.stat().st_mtime > 3600:
+                try:
+                    old = time.time() - entry.stat().st_mtime > 3600
+                except FileNotFoundError:
+                    continue  # another process removed it meanwhile
+                if old:
                     _remove(entry)
                 continue
             fields = name.removesuffix(self._backend.suffix).split(".", 2)
@@ -376,6 +526,76 @@ class Workspace:
                 continue
             if fields[2] == host and not _pid_alive(int(fields[0][1:])):
                 _remove(entry)
+
+
+CORRUPT_SUFFIX = ".corrupt"
+
+
+def _command(stage: str) -> str:
+    """The command that computes ``stage`` ("distill.pre" is a `distill` output)."""
+    name = stage.split(".")[0]
+    return "render" if name == "shape" else name
+
+
+def _read_manifest(root: Path, manifest: Path, backend: str | None) -> str:
+    """The backend named by an existing workspace's manifest (checked for format)."""
+    try:
+        info = json.loads(manifest.read_text())
+        fmt, existing = int(info["format"]), str(info["backend"])
+    except OSError as exc:
+        raise StoreError(os_error_line(exc, manifest)) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{manifest}: not a partseg workspace manifest ({exc})") from exc
+    if fmt != WORKSPACE_FORMAT:
+        raise StoreError(
+            f"{root}: workspace format {fmt} was made by an incompatible partseg "
+            f"(this version reads format {WORKSPACE_FORMAT}); use a new --work folder")
+    if existing not in BACKENDS:
+        raise StoreError(f"{manifest}: unknown backend {existing!r}")
+    if backend is not None and backend != existing:
+        raise StoreError(f"{root}: workspace uses the {existing} backend, not {backend}")
+    return existing
+
+
+def _checksum(value: np.ndarray) -> list[Any]:
+    """dtype, shape and CRC-32 of an array's bytes: enough to tell a committed array
+    from one with a lost chunk (read as zeros), a truncation or a mixed version."""
+    value = np.ascontiguousarray(value)
+    return [value.dtype.str, list(value.shape), zlib.crc32(value.reshape(-1).view(np.uint8))]
+
+
+def _verify(arrays: dict[str, np.ndarray], meta: dict[str, Any],
+            names: list[str] | None) -> str | None:
+    """None when ``arrays`` are exactly what the writer recorded (those of ``names``)."""
+    recorded = meta.get("arrays")
+    if not isinstance(recorded, dict):
+        return "no checksums recorded (written by an older partseg)"
+    wanted = [n for n in recorded if names is None or n in names]
+    for name in wanted:
+        if name not in arrays:
+            return f"array {name} is missing"
+        if _checksum(arrays[name]) != recorded[name]:
+            return f"array {name} does not match its checksum"
+    extra = sorted(set(arrays) - set(recorded))
+    return f"array {extra[0]} was never written" if extra else None
+
+
+class _writing:
+    """Turn a failed file-system operation into a WriteError naming ``path``: a
+    read-only folder or a full disk fails every shape alike, so the run stops."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> bool:
+        if isinstance(exc, OSError):
+            where = exc.filename if exc.filename is not None else self.path
+            raise WriteError(f"cannot write {os_error_line(exc, where)}") from exc
+        return False
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from partseg_cli.errors import StoreError
+from partseg_cli.errors import StoreError, WriteError
 from partseg_cli.pipeline import run_per_shape
 from partseg_cli.records import Boxes, Mesh, Normalization, Shape
 from partseg_cli.store import Workspace, shape_scope
@@ -135,7 +135,7 @@ def test_failed_write_leaves_previous_output_intact(tmp_path: Path, backend: str
         raise OSError("disk full")
 
     monkeypatch.setattr(workspace._backend, "write", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="disk full"):
         workspace.write(shape_scope("s"), "shape", make_shape(seed=2), key="new")
     assert workspace.key(shape_scope("s"), "shape") == "old"
     back = workspace.read_record(shape_scope("s"), "shape", Shape)
