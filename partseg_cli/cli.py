@@ -603,8 +603,8 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     if distill_mode != "none" and alive():
         from . import distill as distill_stage
 
-        reports.append(distill_stage.run(workspace, alive(), distill_stage.DistillConfig(
-            mode=distill_mode, seed=seed, device=device), force))
+        reports += distill_stage.run(workspace, alive(), distill_stage.DistillConfig(
+            mode=distill_mode, seed=seed, device=device), force)
         methods.append("distill")
     # a trained teacher's own training shapes are not scored (detect warned about them)
     labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)
@@ -722,6 +722,15 @@ def distill(
              "keep training on the re-scored units.")] = True,
     tau: Tau = 0.01,
     bd_weighting: BdWeighting = "part",
+    train_ids: Annotated[list[str] | None, typer.Option(
+        "--train-ids", help="Pre-alignment on these shapes only (ids or globs; "
+        "repeatable): the student is saved (--student) and labels the selected shapes "
+        "(inductive). Without it, --mode pre trains on the shapes it labels "
+        "(transductive).")] = None,
+    student: Annotated[str | None, typer.Option(
+        help="Pre-alignment student folder (a name inside WORK, or a path): where "
+             "--train-ids saves it; without --train-ids, a saved student to apply as it is "
+             "(no retraining). Default: WORK/students/<output>-<category>.")] = None,
     png: Png = None,
     shape_id: Shapes = None,
     shard: Shard = None,
@@ -729,7 +738,11 @@ def distill(
     device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """PartDistill: distil a 3D student from the teacher's knowledge units."""
+    """PartDistill: distil a 3D student from the teacher's knowledge units.
+
+    --mode pre trains one student per part list, saved as a model folder, and labels
+    the shapes with it; with --shard, the first shard to get there trains (under a lock
+    in WORK) and every shard applies that one student."""
     from . import distill as stage
 
     if output != "distill" and not output.startswith("distill."):
@@ -740,13 +753,15 @@ def distill(
                   "glip-like", None, seed, device, force)
     if work is None:
         raise PartsegError("give a workspace (WORK) or a shape file (--shape FILE)")
-    workspace, ids = _open(work, shape_id, shard)
+    workspace, everything = _open(work, shape_id)
+    ids = _in_shard(everything, shard)
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
                              bd_weighting, seed, device)
-    report = stage.run(workspace, ids, config, force, output=output, labels=labels)
+    reports = stage.run(workspace, ids, config, force, output=output, labels=labels,
+                        train_ids=train_ids, student=student, collection_ids=everything)
     if png:
-        _pictures(workspace, ids, png, output, report)
-    finish([report])
+        _pictures(workspace, ids, png, output, reports[-1])
+    finish(reports)
 
 
 @app.command()

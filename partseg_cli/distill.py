@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,7 +61,6 @@ from .pipeline import (
     collection_key,
     resolve_device,
     run_per_shape,
-    stored_under,
 )
 from .records import KnowledgeUnits, Labelling, Shape
 from .store import Workspace, shape_scope
@@ -135,6 +135,9 @@ class DistillConfig:
     feature_pool: int = 4096
     """Pre-alignment: points per shape whose frozen features are kept for training
     (float16); whole shapes are re-encoded for re-scoring and prediction."""
+    feature_budget_mb: float = 1024.0
+    """Pre-alignment: memory for the kept features of the whole collection; large
+    collections keep fewer points per shape (`feature_pool_size`)."""
     fewshot_weight: float = 1.0
     """Weight of the cross-entropy on labelled (few-shot) shapes."""
     seed: int = 0
@@ -327,16 +330,16 @@ def _usable(units: KnowledgeUnits) -> bool:
 
 @dataclass
 class _Item:
-    """One training shape on the device."""
+    """One training shape on the device; masks and labels restricted to its pool."""
 
     shape: PointCloudLike
     units: KnowledgeUnits
     pool: np.ndarray  # (Q,) int64 point indices whose features are kept
     feats: torch.Tensor | None  # (Q, D) frozen features, None for trainable encoders
-    masks: torch.Tensor  # (K, N) bool
+    masks: torch.Tensor  # (K, Q) bool, M^d on the pool
     labels: torch.Tensor  # (K,) int64
     conf: torch.Tensor  # (K,) float32, replaced by C_bd after backward distillation
-    gt: torch.Tensor | None  # (N,) int64 few-shot labels, -1 ignored
+    gt: torch.Tensor | None  # (Q,) int64 few-shot labels on the pool, -1 ignored
     rescored: np.ndarray | None = None
 
 
@@ -353,25 +356,25 @@ def _make_item(student: Student, shape: PointCloudLike, units: KnowledgeUnits,
             feats = student.encode(*point_tensors(shape, dev))[torch.as_tensor(pool, device=dev)]
         feats = feats.half() if half else feats
     k = len(units)
-    masks = (torch.as_tensor(units.masks, device=dev) if k
-             else torch.zeros(0, n, dtype=torch.bool, device=dev))
+    masks = (torch.as_tensor(units.masks[:, pool], device=dev) if k
+             else torch.zeros(0, len(pool), dtype=torch.bool, device=dev))
     return _Item(shape, units, pool, feats, masks,
                  torch.as_tensor(units.labels, dtype=torch.long, device=dev).reshape(k),
                  torch.as_tensor(units.confidence, dtype=torch.float32, device=dev).reshape(k),
-                 None if gt is None else torch.as_tensor(gt, dtype=torch.long, device=dev))
+                 None if gt is None else torch.as_tensor(gt[pool], dtype=torch.long, device=dev))
 
 
 def _item_logits(student: Student, item: _Item, config: DistillConfig,
                  rng: np.random.Generator, gen: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (S, P) for S sampled pool points, and their point indices (S,)."""
+    """Logits (S, P) for S points sampled from the pool, and their pool positions (S,)."""
     pick = rng.choice(len(item.pool), min(config.n_sample, len(item.pool)), replace=False)
     pick_t = torch.as_tensor(pick, device=student.device)
-    idx = torch.as_tensor(item.pool[pick], device=student.device)
     if item.feats is not None:
-        return student.head(item.feats[pick_t]), idx
+        return student.head(item.feats[pick_t]), pick_t
+    idx = torch.as_tensor(item.pool[pick], device=student.device)
     pts, nrm, col = (t[idx] for t in point_tensors(item.shape, student.device))
-    return student.head(student.encode(augment(pts, config, gen), nrm, col)), idx
+    return student.head(student.encode(augment(pts, config, gen), nrm, col)), pick_t
 
 
 def _item_probs(student: Student, item: _Item) -> np.ndarray:
@@ -409,12 +412,12 @@ def _train(student: Student, items: list[_Item], n_parts: int, class_w: np.ndarr
             batch = [items[i] for i in np.roll(order, -start)[:batch_size]]
             terms = []
             for item in batch:
-                logits, idx = _item_logits(student, item, config, rng, gen)
-                loss = distillation_loss(logits, item.masks[:, idx], item.labels, item.conf, cw,
+                logits, pick = _item_logits(student, item, config, rng, gen)
+                loss = distillation_loss(logits, item.masks[:, pick], item.labels, item.conf, cw,
                                          config.normalise)
                 if item.gt is not None:
                     loss = loss + config.fewshot_weight * F.cross_entropy(
-                        logits, item.gt[idx], ignore_index=-1)
+                        logits, item.gt[pick], ignore_index=-1)
                 terms.append(loss)
             loss = torch.stack(terms).mean()
             opt.zero_grad()
@@ -502,21 +505,48 @@ def distill_tta(shape: PointCloudLike, units: KnowledgeUnits, n_parts: int,
     return _result(_item_probs(student, item), item, losses, bd_epoch, forced)
 
 
-def distill_pre(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
-                config: DistillConfig,
-                labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
-                ) -> tuple[Student, list[DistillResult]]:
-    """Pre-alignment: one student over a collection, then a labelling of every shape.
+@dataclass
+class TrainedStudent:
+    """A pre-aligned student and what its training produced."""
 
-    collection: (shape, units) pairs, unlabelled (ground truth is never read);
-    labelled: optional few-shot (shape, point_labels (N,) int, -1 ignored) pairs that
-    add ``fewshot_weight`` x cross-entropy; they are trained on but not returned.
-    An epoch is one pass over all shapes in batches of ``batch_size`` (at least
-    ``steps_per_epoch`` steps, so small collections still train); after
-    ``epochs`` epochs the last state labels every shape of ``collection`` (shapes
-    without units too: the student has learnt from the others). Returns (the trained
-    student, one DistillResult per collection shape, in order).
+    student: Student
+    losses: list[float]  # mean loss per epoch
+    bd_epoch: int | None  # 0-based epoch after which BD ran
+    bd_forced: bool
+    rescored: list[np.ndarray | None]  # per collection shape: C_bd (K,) when BD ran
+    steps: int  # optimiser steps taken
+    seconds: float  # wall time of encoding + training
+
+
+def pre_steps_per_epoch(n_shapes: int, config: DistillConfig) -> int:
+    """Optimiser steps in one pre-alignment epoch: every shape once, ``batch_size`` per
+    step (the reference's epoch), but at least ``steps_per_epoch``."""
+    batch = max(1, min(config.batch_size, n_shapes))
+    return max(math.ceil(n_shapes / batch), config.steps_per_epoch)
+
+
+def feature_pool_size(n_shapes: int, feature_dim: int, config: DistillConfig) -> int:
+    """Points per shape whose frozen features are kept: ``feature_pool``, lowered so the
+    kept float16 features of the whole collection fit ``feature_budget_mb`` (never below
+    ``n_sample``, the points one step samples per shape)."""
+    budget = config.feature_budget_mb * (1 << 20) / max(1, n_shapes * feature_dim * 2)
+    return int(max(config.n_sample, min(config.feature_pool, budget)))
+
+
+def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
+                  config: DistillConfig,
+                  labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
+                  ) -> TrainedStudent:
+    """Pre-alignment training: one student over a collection of unlabelled shapes.
+
+    collection: (shape, units) pairs (ground truth is never read); labelled: optional
+    few-shot (shape, point_labels (N,) int, -1 ignored) pairs adding ``fewshot_weight``
+    x cross-entropy. Frozen features are computed once per shape and kept for
+    `feature_pool_size` points (float16); each step samples ``n_sample`` of them per
+    shape, so a step's cost does not grow with the shapes' size, and an epoch
+    (`pre_steps_per_epoch`) visits every shape once. The last state is kept.
     """
+    start = time.perf_counter()
     labelled = list(labelled or [])
     for shape, units in collection:
         _check_units(units, len(shape.points), n_parts)
@@ -525,35 +555,71 @@ def distill_pre(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_p
             raise InputError("few-shot labels", f"shape {np.asarray(labels).shape} does "
                              f"not match {len(shape.points)} points")
     device, rng, gen, encoder = _setup(config)
+    student = _new_student(encoder, n_parts, config, device)
     usable = sum(_usable(u) for _, u in collection)
     if usable == 0 and not labelled:
         warnings.warn("no shape of the collection has usable knowledge units: every "
                       "labelling is uniform (part 0)", stacklevel=2)
-        student = _new_student(encoder, n_parts, config, device)
-        return student, [_uniform(len(s.points), n_parts) for s, _ in collection]
+        return TrainedStudent(student, [], None, False, [None] * len(collection), 0,
+                              time.perf_counter() - start)
     if usable < len(collection):
         warnings.warn(f"{len(collection) - usable} of {len(collection)} shapes have no "
                       "usable knowledge units; the collection's student labels them",
                       stacklevel=2)
-    student = _new_student(encoder, n_parts, config, device)
     empty = KnowledgeUnits(np.zeros(0, np.int32), np.zeros((0, 0), bool), np.zeros(0, np.float32),
                            np.zeros(0, np.int32), np.zeros(0, np.int32))
-    items = [_make_item(student, s, u, None, config.feature_pool, rng, half=True)
-             for s, u in collection]
-    items += [_make_item(student, s, empty, np.asarray(g), config.feature_pool, rng, half=True)
+    n_items = len(collection) + len(labelled)
+    pool = feature_pool_size(n_items, encoder.out_dim, config)
+    items = [_make_item(student, s, u, None, pool, rng, half=True) for s, u in collection]
+    items += [_make_item(student, s, empty, np.asarray(g), pool, rng, half=True)
               for s, g in labelled]
     _set_normalisation(student, items)
     class_w = (class_weights([u for _, u in collection], n_parts,
                              [np.asarray(g) for _, g in labelled])
                if config.class_weighting else np.ones(n_parts, np.float32))
-    batch = max(1, min(config.batch_size, len(items)))
-    losses, bd_epoch, forced = _train(student, items, n_parts, class_w, config,
-                                      max(math.ceil(len(items) / batch), config.steps_per_epoch),
-                                      batch, rng, gen)
-    # Re-encode for the final labelling: exact float32 features, same as `predict`.
-    results = [_result(student.predict(item.shape), item, losses, bd_epoch, forced)
-               for item in items[:len(collection)]]
-    return student, results
+    steps = pre_steps_per_epoch(n_items, config)
+    losses, bd_epoch, forced = _train(student, items, n_parts, class_w, config, steps,
+                                      max(1, min(config.batch_size, n_items)), rng, gen)
+    return TrainedStudent(student, losses, bd_epoch, forced,
+                          [item.rescored for item in items[:len(collection)]],
+                          steps * config.epochs, time.perf_counter() - start)
+
+
+def apply_student(student: Student, shape: PointCloudLike,
+                  units: KnowledgeUnits | None = None, trained: TrainedStudent | None = None,
+                  index: int | None = None) -> DistillResult:
+    """Label every point of ``shape`` with a (saved or just trained) student.
+
+    With ``units``, the result's C_bd is Eq. 4's agreement of the student's labels with
+    them; for shape ``index`` of ``trained``'s own collection it is the C_bd its
+    backward distillation computed instead (what the student was re-weighted by).
+    """
+    probs = student.predict(shape)
+    labels = probs.argmax(axis=1).astype(np.int32)
+    rescored = None
+    if trained is not None and index is not None:
+        rescored = trained.rescored[index]
+    elif units is not None:
+        rescored = rescore_units(labels, units)
+    losses = trained.losses if trained is not None else []
+    bd_epoch = trained.bd_epoch if trained is not None else None
+    return DistillResult(probs, labels, rescored, list(losses), bd_epoch,
+                         bool(trained and trained.bd_forced),
+                         units is not None and not _usable(units))
+
+
+def distill_pre(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
+                config: DistillConfig,
+                labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
+                ) -> tuple[Student, list[DistillResult]]:
+    """Transductive pre-alignment: `train_student` on a collection, then label its
+    shapes (shapes without units too: the student learnt from the others). Returns
+    (the trained student, one DistillResult per collection shape, in order)."""
+    trained = train_student(collection, n_parts, config, labelled)
+    if not trained.losses and not labelled:  # nothing to learn from: uniform, as TTA
+        return trained.student, [_uniform(len(s.points), n_parts) for s, _ in collection]
+    return trained.student, [apply_student(trained.student, s, u, trained, i)
+                             for i, (s, u) in enumerate(collection)]
 
 
 def distill_collection(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]],
@@ -626,16 +692,22 @@ def stage_params(config: DistillConfig) -> dict[str, object]:
 
 def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
         force: bool = False, output: str = "distill", labels: Path | None = None,
-        n_points: int = 10000) -> StageReport:
-    """Distil a student from each shape's knowledge units and store its labelling.
+        n_points: int = 10000, train_ids: list[str] | None = None,
+        student: str | None = None, collection_ids: list[str] | None = None
+        ) -> list[StageReport]:
+    """Distil a student from the knowledge units and store a labelling of each shape.
 
-    ``tta``: one head per shape (cached per shape). ``pre``: one student over all of
-    ``shape_ids`` (plus few-shot ``labels``), retrained when any input changed.
+    ``tta``: one head per shape (cached per shape). ``pre``: a student per part list,
+    trained on ``train_ids`` (inductive) or on ``collection_ids`` (default
+    ``shape_ids``: transductive, the shapes being labelled; a shard passes the whole
+    selection so that every shard applies one student), saved as a model folder
+    (``student``, default ``W/students/<output>-<category>``), reused while its key
+    holds; or, with ``student`` and no ``train_ids``, a saved student applied as it is.
     """
     if config.mode not in ("tta", "pre"):
         raise PartsegError(f"unknown --mode {config.mode!r}; choose tta or pre")
-    if labels is not None and config.mode != "pre":
-        raise PartsegError("--labels (few-shot) needs --mode pre")
+    if config.mode != "pre" and (labels is not None or train_ids or student):
+        raise PartsegError("--labels, --train-ids and --student need --mode pre")
     params = stage_params(config)
     if config.mode == "tta":
         def compute(shape_id: str) -> Labelling:
@@ -649,43 +721,250 @@ def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
                               stacklevel=2)
             return _with_faces(shape, result, names, output)
 
-        return run_per_shape(workspace, output, shape_ids, params, ["shape", "backproject"],
-                             compute, force)
-    return _run_collection(workspace, shape_ids, config, params, force, output, labels,
-                           n_points)
+        return [run_per_shape(workspace, output, shape_ids, params, ["shape", "backproject"],
+                              compute, force)]
+    return _run_pre(workspace, shape_ids, config, force, output, labels, n_points, train_ids,
+                   student, collection_ids)
 
 
-def _run_collection(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
-                    params: dict[str, object], force: bool, output: str,
-                    labels: Path | None, n_points: int) -> StageReport:
-    report = StageReport(output)
-    names = {sid: detected_part_names(workspace, sid) for sid in shape_ids}
-    part_names = names[shape_ids[0]]
-    for sid, own in names.items():
-        if own != part_names:
-            raise PartsegError(f"{sid}: part names {own} differ from {shape_ids[0]}'s "
-                               f"{part_names}; pre-alignment needs one part list "
-                               "(select one category with --shape-id)")
+# --- pre-alignment: saved students, collections per part list, shards ------------------
+
+STUDENT_KIND = "partdistill-student"
+STUDENTS_DIR = "students"
+_INPUTS = ["shape", "backproject"]
+
+
+def save_student(path: Path, trained: TrainedStudent, config: DistillConfig,
+                 part_names: list[str], key: str, training: dict[str, str],
+                 few_shot: list[str]) -> None:
+    """A model folder (saved_model.py, kind ``partdistill-student``): the student's
+    weights (head, its feature statistics, a trainable encoder's weights), the config,
+    part names, encoder, the keys of the shapes it trained on (``training``: shape id ->
+    "shape" stage key) and, per training shape, the C_bd its backward distillation
+    computed (tensors ``rescored.<shape id>``, read back by `load_student`)."""
+    from .saved_model import save_model
+
+    state = {f"student.{k}": v for k, v in trained.student.state_dict().items()}
+    for sid, c_bd in zip(training, trained.rescored, strict=True):
+        if c_bd is not None:
+            state[f"rescored.{sid}"] = torch.as_tensor(np.asarray(c_bd, np.float32))
+    meta = {"config": stage_params(config), "part_names": list(part_names),
+            "encoder": config.encoder, "encoder_frozen": not trained.student.encoder.trainable,
+            "feature_dim": int(trained.student.encoder.out_dim),
+            "training_shapes": training, "few_shot": few_shot,
+            "loss_history": [round(v, 6) for v in trained.losses],
+            "bd_epoch": trained.bd_epoch, "bd_forced": trained.bd_forced,
+            "steps": trained.steps, "train_seconds": round(trained.seconds, 2)}
+    save_model(path, kind=STUDENT_KIND, key=key, meta=meta, state_dict=state)
+
+
+@dataclass
+class LoadedStudent:
+    student: Student
+    config: DistillConfig
+    key: str
+    part_names: list[str]
+    training: dict[str, str]  # shape id -> "shape" stage key, in the training workspace
+    rescored: dict[str, np.ndarray]  # shape id -> C_bd of its training
+    path: Path
+
+
+def load_student(path: Path, device: str = "cpu") -> LoadedStudent:
+    """A saved student; one-line ModelError for a missing, foreign or corrupt folder."""
+    from .errors import ModelError, state_dict_mismatch
+    from .saved_model import load_model
+
+    saved = load_model(path, kind=STUDENT_KIND, device=device)
+    meta = saved.meta
+    try:
+        fields = {f.name for f in dataclasses.fields(DistillConfig)}
+        stored = {k: v for k, v in meta["config"].items() if k in fields}
+        stored["hidden"] = tuple(stored.get("hidden", DistillConfig.hidden))
+        stored["scale_range"] = tuple(stored.get("scale_range", DistillConfig.scale_range))
+        config = DistillConfig(**{**stored, "encoder_checkpoint": None, "device": device})
+        part_names = [str(p) for p in meta["part_names"]]
+        training = {str(k): str(v) for k, v in meta["training_shapes"].items()}
+        encoder = build_encoder(config.encoder, None, device)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{path}: not a valid PartDistill student ({err})") from None
+    if meta.get("encoder_frozen", True) and encoder.trainable:
+        encoder.trainable = False  # trained from a user's frozen checkpoint
+        encoder.requires_grad_(False)
+    head = Head(encoder.out_dim, len(part_names), config.hidden)
+    student = Student(encoder, head, config.shape_standardise).to(device)
+    weights = {k.removeprefix("student."): v for k, v in saved.state_dict.items()
+               if k.startswith("student.")}
+    problem = state_dict_mismatch(student.state_dict(), weights)
+    if problem:
+        raise ModelError(f"{path}: weights do not match a {config.encoder} student with "
+                         f"{len(part_names)} parts: {problem}")
+    student.load_state_dict(weights)
+    rescored = {k.removeprefix("rescored."): v.numpy() for k, v in saved.state_dict.items()
+                if k.startswith("rescored.")}
+    return LoadedStudent(student.eval(), config, saved.key, part_names, training, rescored,
+                         Path(path))
+
+
+def _part_groups(workspace: Workspace, shape_ids: list[str]) -> dict[tuple[str, ...], list[str]]:
+    """Shape ids by the part list the teacher was asked for, in order."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for sid in shape_ids:
+        groups.setdefault(tuple(detected_part_names(workspace, sid)), []).append(sid)
+    return groups
+
+
+def _group_names(workspace: Workspace, groups: dict[tuple[str, ...], list[str]]
+                 ) -> dict[tuple[str, ...], str]:
+    """A folder name per part list: the category its shapes share, else "parts"; with a
+    hash of the part list when two part lists would get the same name."""
+    from .store import content_key, safe_id
+
+    names = {}
+    for parts, ids in groups.items():
+        categories = {workspace.read(shape_scope(s), "shape", names=[]).record_attrs.get(
+            "category", "") for s in ids}
+        one = next(iter(categories)) if len(categories) == 1 else ""
+        names[parts] = safe_id(one) if one else "parts"
+    clash = [n for n in names.values() if list(names.values()).count(n) > 1]
+    return {parts: (f"{name}-{content_key('parts', 1, {}, list(parts))[:8]}"
+                    if name in clash or name == "parts" else name)
+            for parts, name in names.items()}
+
+
+def _train_or_reuse(workspace: Workspace, train_ids: list[str], part_names: list[str],
+                    config: DistillConfig, path: Path, force: bool, labels: Path | None,
+                    n_points: int, report: StageReport) -> LoadedStudent:
+    """The student of ``train_ids`` saved at ``path``: trained (under a workspace lock,
+    so that concurrent shards train it once) unless a student of the same key is there."""
+    from .saved_model import is_model_folder
+
     few_shot: list[str] = []
     if labels is not None:
         from .shapes import discover, source_digest
 
         few_shot = [source_digest(s) for s in discover(labels)[0]]
-    key = collection_key(workspace, output, shape_ids, params, ["shape", "backproject"],
-                         few_shot)
-    if not force and stored_under(workspace, output, shape_ids, key):
-        report.skipped = list(shape_ids)
-        return report
-    shapes = [workspace.read_record(shape_scope(s), "shape", Shape) for s in shape_ids]
-    units = [workspace.read_record(shape_scope(s), "backproject", KnowledgeUnits)
-             for s in shape_ids]
-    labelled = (load_labelled(labels, part_names, n_points, config.seed)
-                if labels is not None else None)
-    _, results = distill_pre(list(zip(shapes, units, strict=True)), len(part_names), config,
-                             labelled)
-    for shape, result in zip(shapes, results, strict=True):
-        labelling = _with_faces(shape, result, part_names, output)
-        workspace.write(shape_scope(shape.shape_id), output, labelling, key=key,
-                        params={**params, "collection_size": len(shapes)})
-        report.computed.append(shape.shape_id)
+    key = collection_key(workspace, "distill", train_ids, stage_params(config), _INPUTS,
+                         few_shot + list(part_names))
+
+    def current() -> LoadedStudent | None:
+        if not is_model_folder(path):
+            return None
+        loaded = load_student(path, config.device)
+        return loaded if loaded.key == key else None
+
+    with workspace.lock(f"student-{path.resolve()}"):
+        loaded = None if force else current()
+        if loaded is not None:
+            report.skipped += list(train_ids)
+            return loaded
+        shapes = [workspace.read_record(shape_scope(s), "shape", Shape) for s in train_ids]
+        units = [workspace.read_record(shape_scope(s), "backproject", KnowledgeUnits)
+                 for s in train_ids]
+        labelled = (load_labelled(labels, part_names, n_points, config.seed)
+                    if labels is not None else None)
+        trained = train_student(list(zip(shapes, units, strict=True)), len(part_names), config,
+                                labelled)
+        training = {sid: workspace.key(shape_scope(sid), "shape") or "" for sid in train_ids}
+        save_student(path, trained, config, part_names, key, training, few_shot)
+        report.computed += list(train_ids)
+        return load_student(path, config.device)
+
+
+def _check_applicable(workspace: Workspace, shape_ids: list[str], loaded: LoadedStudent) -> None:
+    for sid in shape_ids:
+        scope = shape_scope(sid)
+        if workspace.exists(scope, "detect"):
+            own = detected_part_names(workspace, sid)
+        else:
+            own = list(workspace.read(scope, "shape", names=[]).record_attrs.get(
+                "part_names", []))
+        if own and own != loaded.part_names:
+            raise PartsegError(f"{loaded.path}: the student knows parts {loaded.part_names}, "
+                               f"but {sid} has {own}")
+
+
+def _apply(workspace: Workspace, shape_ids: list[str], loaded: LoadedStudent, output: str,
+           alignment: str, force: bool) -> StageReport:
+    """Store the student's labelling of ``shape_ids`` (keyed by the student's key), its
+    C_bd (array ``rescored_confidence``) when the shape has units, and mark shapes the
+    student trained on (``training_shape``)."""
+    training_keys = set(loaded.training.values())
+    params = {"student": loaded.key, "alignment": alignment,
+              "part_names": loaded.part_names}
+    with_units = [s for s in shape_ids if workspace.exists(shape_scope(s), "backproject")]
+    bare = [s for s in shape_ids if s not in set(with_units)]
+
+    def compute(shape_id: str) -> tuple[Labelling, dict[str, np.ndarray]]:
+        scope = shape_scope(shape_id)
+        shape = workspace.read_record(scope, "shape", Shape)
+        units = (workspace.read_record(scope, "backproject", KnowledgeUnits)
+                 if shape_id in with_units else None)
+        trained_on = workspace.key(scope, "shape") in training_keys
+        result = apply_student(loaded.student, shape, units)
+        if trained_on and shape_id in loaded.rescored:
+            result.rescored_confidence = loaded.rescored[shape_id]
+        labelling = _with_faces(shape, result, loaded.part_names, output)
+        # Transductive labellings are of the training shapes by design (as TTA's are):
+        # only an inductive student's own training shapes are kept out of test figures.
+        labelling.training_shape = trained_on and alignment == "inductive"
+        extra = ({} if result.rescored_confidence is None
+                 else {"rescored_confidence": np.asarray(result.rescored_confidence,
+                                                         np.float32)})
+        return labelling, extra
+
+    report = run_per_shape(workspace, output, with_units, params, _INPUTS, compute, force)
+    if bare:
+        more = run_per_shape(workspace, output, bare, params, ["shape"], compute, force)
+        report.computed += more.computed
+        report.skipped += more.skipped
+        report.failed.update(more.failed)
     return report
+
+
+def _run_pre(workspace: Workspace, shape_ids: list[str], config: DistillConfig, force: bool,
+             output: str, labels: Path | None, n_points: int, train_ids: list[str] | None,
+             student: str | None, collection_ids: list[str] | None) -> list[StageReport]:
+    from .pipeline import select_shapes
+    from .saved_model import resolve_model_path
+
+    training = StageReport(f"{output} (student)")
+    if student and not train_ids and labels is not None:
+        raise PartsegError("--labels trains a student: give --train-ids with --student, "
+                           "or omit --student")
+    if student and not train_ids:  # apply a saved student, no training
+        path = resolve_model_path(student, workspace.root)
+        loaded = load_student(path, config.device)
+        _check_applicable(workspace, shape_ids, loaded)
+        return [_apply(workspace, shape_ids, loaded, output, "inductive", force)]
+    inductive = bool(train_ids)
+    pool = select_shapes(workspace, train_ids) if inductive else (collection_ids or shape_ids)
+    if not pool:
+        raise PartsegError("the training set is empty")
+    groups = _part_groups(workspace, pool)
+    if student and len(groups) > 1:
+        raise PartsegError(f"the training shapes have {len(groups)} part lists; --student "
+                           "saves one student: select one category with --train-ids")
+    students: dict[tuple[str, ...], LoadedStudent] = {}
+    folder_names = _group_names(workspace, groups)
+    for names, ids in groups.items():
+        if student:
+            path = resolve_model_path(student, workspace.root)
+        else:
+            path = workspace.root / STUDENTS_DIR / f"{output}-{folder_names[names]}"
+        students[names] = _train_or_reuse(workspace, ids, list(names), config, path, force,
+                                          labels, n_points, training)
+    reports = [training]
+    for names, ids in _part_groups(workspace, shape_ids).items():
+        if names not in students:
+            raise PartsegError(f"{ids[0]}: no training shape has its part list "
+                               f"{list(names)}; add such shapes to --train-ids")
+        reports.append(_apply(workspace, ids, students[names], output,
+                              "inductive" if inductive else "transductive", force))
+    if len(reports) > 2:  # one line per stage: merge the per-category labelling reports
+        merged = StageReport(output)
+        for r in reports[1:]:
+            merged.computed += r.computed
+            merged.skipped += r.skipped
+            merged.failed.update(r.failed)
+        reports = [training, merged]
+    return reports

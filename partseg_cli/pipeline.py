@@ -97,7 +97,8 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
     """Compute and store ``stage`` for each shape whose inputs or parameters changed.
 
     ``inputs`` are the stages it reads (their keys enter its key); ``compute`` gets a
-    shape id and returns the record to store. A `PartsegError` fails that shape only;
+    shape id and returns the record to store, or (record, {name: array}) to store
+    extra arrays beside it. A `PartsegError` fails that shape only;
     a `ModelError` stops the stage.
     """
     report = StageReport(stage)
@@ -109,7 +110,10 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
                 report.skipped.append(shape_id)
                 continue
             record = compute(shape_id)
-            workspace.write(scope, stage, record, key=key, params=params)
+            extra = None
+            if isinstance(record, tuple):  # (record, extra arrays stored beside it)
+                record, extra = record
+            workspace.write(scope, stage, record, key=key, params=params, extra_arrays=extra)
             report.computed.append(shape_id)
         except ModelError:
             raise  # a model that cannot load fails every shape alike: stop at once

@@ -28,6 +28,7 @@ artifact whole or raises CorruptError in one line. A corrupt artifact gets a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -433,6 +434,23 @@ class Workspace:
                 _remove(tmp)
             self._seen.pop(final, None)
             final.with_name(final.name + CORRUPT_SUFFIX).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock held across processes (fcntl.flock on a file under
+        ``.locks/``), e.g. so that the first of several shards trains a shared model and
+        the others wait and reuse it. Released when the block ends or the process dies."""
+        import fcntl
+
+        folder = self.root / ".locks"
+        folder.mkdir(exist_ok=True)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        with open(folder / f"{safe_id(name)[-40:]}.{digest}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def delete(self, scope: str, stage: str) -> None:
         path = self._path(scope, stage)

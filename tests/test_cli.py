@@ -377,8 +377,8 @@ def test_shards_split_the_shapes_between_array_tasks(capsys, monkeypatch, chairs
     assert_one_line_error(code, err, "--shard")
 
 
-def test_pre_alignment_refuses_mixed_part_lists(capsys, monkeypatch, chairs: Path,
-                                                tmp_path: Path) -> None:
+def test_pre_alignment_trains_one_student_per_part_list(capsys, monkeypatch, chairs: Path,
+                                                        tmp_path: Path) -> None:
     work = tmp_path / "ws"
     code, _, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
                            "--teacher", "simulated", *SMALL)
@@ -389,7 +389,20 @@ def test_pre_alignment_refuses_mixed_part_lists(capsys, monkeypatch, chairs: Pat
     assert partseg(capsys, monkeypatch, "backproject", work)[0] == 0
     code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
                            "--epochs", "3")
-    assert_one_line_error(code, err, "Chair_chair1", "part names")
+    assert code == 0 and "distill: 4 computed" in err, err
+    students = sorted(p.name for p in (work / "students").iterdir())
+    assert len(students) == 2 and all(s.startswith("distill-Chair-") for s in students)
+    workspace = Workspace.open(work)
+    one = workspace.read_record(shape_scope("Chair_chair1"), "distill", Labelling)
+    other = workspace.read_record(shape_scope("Chair_chair0"), "distill", Labelling)
+    assert one.part_names == ["back", "seat"] and len(other.part_names) == 4
+    assert one.point_probs.shape[1] == 2 and not one.training_shape
+    assert workspace.info(shape_scope("Chair_chair1"), "distill")["params"][
+        "alignment"] == "transductive"
+    # --student saves one student: several part lists are refused
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--epochs", "3", "--train-ids", "*", "--student", "s")
+    assert_one_line_error(code, err, "part lists", "--train-ids")
 
 
 def test_evaluate_label_files(capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
@@ -416,3 +429,77 @@ def test_evaluate_label_files(capsys, monkeypatch, chairs: Path, tmp_path: Path)
     code, out, _ = partseg(capsys, monkeypatch, "evaluate", work, "--pred",
                            preds / f"{ids[0]}.npy", "--shape-id", ids[0])
     assert code == 0 and "100.0" in out
+
+
+def test_inductive_student_saved_reused_and_applied_in_another_workspace(
+        capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
+    work, later = tmp_path / "ws", tmp_path / "later"
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
+                           "--teacher", "simulated", *SMALL)
+    assert code == 0, err
+    train = ["--mode", "pre", "--epochs", "2", "--student", "chair-v1"]
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train,
+                           "--train-ids", "Chair_chair0", "--train-ids", "Chair_chair1")
+    assert code == 0, err
+    assert "distill (student): 2 computed" in err and "distill: 4 computed" in err, err
+    assert (work / "chair-v1" / "model.json").is_file()
+    workspace = Workspace.open(work)
+    first = {sid: workspace.read_record(shape_scope(sid), "distill", Labelling)
+             for sid in workspace.shape_ids()}
+    assert [first[s].training_shape for s in sorted(first)] == [True, True, False, False]
+    info = workspace.info(shape_scope("Chair_chair2"), "distill")
+    assert info["params"]["alignment"] == "inductive"
+    key = json.loads((work / "chair-v1" / "model.json").read_text())["key"]
+    # unchanged training set and config: nothing retrained, nothing relabelled
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train,
+                           "--train-ids", "Chair_chair[01]")
+    assert "distill (student): 0 computed, 2 cached" in err and "distill: 0 computed" in err
+    # a changed training set invalidates the student and every labelling made with it
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train,
+                           "--train-ids", "Chair_chair[012]")
+    assert code == 0 and "distill (student): 3 computed" in err, err
+    assert "distill: 4 computed" in err
+    assert json.loads((work / "chair-v1" / "model.json").read_text())["key"] != key
+
+    # a later workspace applies the saved student as it is: no training there
+    (tmp_path / "two" / "Chair").mkdir(parents=True)
+    for name in ("chair0.off", "chair0_labels.txt", "chair3.off", "chair3_labels.txt"):
+        shutil.copy(chairs / "Chair" / name, tmp_path / "two" / "Chair" / name)
+    code, _, err = partseg(capsys, monkeypatch, "run", tmp_path / "two", "--work", later,
+                           "--teacher", "simulated", *SMALL)
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", later, "--mode", "pre",
+                           "--student", work / "chair-v1")
+    assert code == 0 and "distill: 2 computed" in err and "student" not in err, err
+    now = Workspace.open(work)
+    other = Workspace.open(later)
+    for sid, trained_on in (("Chair_chair0", True), ("Chair_chair3", False)):
+        here = now.read_record(shape_scope(sid), "distill", Labelling)
+        there = other.read_record(shape_scope(sid), "distill", Labelling)
+        np.testing.assert_allclose(there.point_probs, here.point_probs, atol=1e-5)
+        assert there.training_shape == trained_on
+    # evaluate reports the shapes the student trained on apart from the others
+    code, out, err = partseg(capsys, monkeypatch, "evaluate", later, "--method", "distill")
+    assert code == 0, err
+    assert "training shapes (1)" in out
+
+    # bad students: one line, exit 2, nothing stored changes
+    before = other.key(shape_scope("Chair_chair3"), "distill")
+    code, _, err = partseg(capsys, monkeypatch, "distill", later, "--mode", "pre",
+                           "--student", "nothing-here")
+    assert_one_line_error(code, err, "nothing-here", "no such model folder")
+    broken = tmp_path / "broken"
+    shutil.copytree(work / "chair-v1", broken)
+    (broken / "weights.safetensors").write_bytes(b"not safetensors")
+    code, _, err = partseg(capsys, monkeypatch, "distill", later, "--mode", "pre",
+                           "--student", broken)
+    assert_one_line_error(code, err, "weights.safetensors", "corrupt")
+    code, _, err = partseg(capsys, monkeypatch, "detect", later, "--teacher", "simulated",
+                           "--parts", "back,seat", "--shape-id", "Chair_chair3")
+    code, _, err = partseg(capsys, monkeypatch, "distill", later, "--mode", "pre",
+                           "--student", work / "chair-v1")
+    assert_one_line_error(code, err, "Chair_chair3", "['back', 'seat']")
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train,
+                           "--train-ids", "Lamp*")
+    assert_one_line_error(code, err, "Lamp*")
+    assert other.key(shape_scope("Chair_chair3"), "distill") == before

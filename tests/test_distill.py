@@ -330,3 +330,20 @@ def test_frozen_features_are_standardised_per_shape():
                                atol=1e-4, rtol=0)
     raw = Student(enc, Head(enc.out_dim, 2, (8,))).encode(pts, nrm, col)
     torch.testing.assert_close(raw, enc(pts[None], nrm[None], col[None])[0])
+
+
+def test_pre_alignment_epoch_visits_every_shape_and_pool_fits_the_budget():
+    from partseg_cli.distill import feature_pool_size, pre_steps_per_epoch, train_student
+
+    config = DistillConfig(mode="pre", device="cpu", batch_size=16, steps_per_epoch=1)
+    assert [pre_steps_per_epoch(n, config) for n in (1, 16, 17, 100)] == [1, 1, 2, 7]
+    assert pre_steps_per_epoch(4, DistillConfig(steps_per_epoch=3)) == 3
+    # 600 shapes x 360 dims x 2 bytes x 4096 points would be 1.7 GB: the pool shrinks
+    assert feature_pool_size(10, 360, config) == 4096
+    assert feature_pool_size(600, 360, config) == int(1024 * 2**20 / (600 * 360 * 2))
+    assert feature_pool_size(10**6, 360, config) == config.n_sample
+    shapes = [two_clusters(600, seed) for seed in range(5)]
+    trained = train_student([(s, partial_units(600)) for s, _ in shapes], 2,
+                            DistillConfig(mode="pre", device="cpu", epochs=3, n_sample=256,
+                                          batch_size=2, steps_per_epoch=1, backward=False))
+    assert trained.steps == 3 * 3 and len(trained.losses) == 3
