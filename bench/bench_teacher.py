@@ -1,14 +1,17 @@
 """How honest and how good each 2D teacher is: leaks, confidence, 2D mIoU, masks.
 
 For every teacher (the simulated presets, and with --trained the network `partseg
-train-teacher` makes, trained per category on the first --train-shapes shapes and scored
-on the others) and every category, over the boxes of the scored shapes:
+train-teacher` makes with its default settings, trained per category on the first
+--train-shapes shapes; all teachers are then scored on the shapes after those) and every
+category, over the boxes of the scored shapes (partseg_cli/teacher_metrics.py):
 
 - R^2 purity: cross-validated R^2 of predicting each box's ground-truth purity (share of
   the labelled pixels inside it that carry its label) from its feature vector with ridge
   regression (5 folds split by shape, features standardised on the training folds, the
-  best of five ridge strengths). An
-  instrument that does not leak sits near 0; glip-like-leaky shows what a leak looks like.
+  best of five ridge strengths). A
+  simulated instrument that does not leak sits near 0; glip-like-leaky shows what a leak
+  looks like. A trained teacher's features may predict purity: it is a real network that
+  knows where it is unsure, not a leak.
 - AUROC: of the box confidence for right vs wrong boxes (right: IoU >= 0.5 with a
   ground-truth component of its own part, `evaluate.match_boxes`). 0.5 is uninformative,
   1 an oracle; GLIP-like is 0.6-0.85.
@@ -23,6 +26,7 @@ here) or --data labeleddb (the shared LabeledDB meshes: test data, report only).
 
     python bench/bench_teacher.py --data dev --shapes 6 --resolution 400
     python bench/bench_teacher.py --data labeleddb --shapes 10 --resolution 400 --masks
+    python bench/bench_teacher.py --data labeleddb --shapes 12 --trained   # + the trained one
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from partseg_cli import evaluate, render, shapes, simulated  # noqa: E402
+from partseg_cli import render, shapes, simulated, train_teacher  # noqa: E402
+from partseg_cli import teacher_metrics as metrics  # noqa: E402
 from partseg_cli.records import Boxes, Masks, Shape  # noqa: E402
+from partseg_cli.trained_teacher import TrainedTeacher, resize_views  # noqa: E402
 
 LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 LABELEDDB_CATEGORIES = ["Airplane", "Chair", "Cup", "Table"]
@@ -89,30 +95,17 @@ def simulated_boxes(item: Item, preset: str, seed: int) -> Boxes:
                                     category=item.shape.category)
 
 
-def cv_r2(features: np.ndarray, target: np.ndarray, groups: np.ndarray, folds: int = 5,
-          ridges: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)) -> float:
-    """Cross-validated R^2 of a ridge regression, folds split by group (shape); the best
-    over the ridge strengths, so a leak is not hidden by a badly chosen one."""
-    return max(_cv_r2(features, target, groups, folds, r) for r in ridges)
-
-
-def _cv_r2(features: np.ndarray, target: np.ndarray, groups: np.ndarray, folds: int,
-           ridge: float) -> float:
-    unique = np.unique(groups)
-    if len(unique) < 2:
-        return float("nan")
-    fold_of = {g: i % min(folds, len(unique)) for i, g in enumerate(unique)}
-    fold = np.array([fold_of[g] for g in groups])
-    pred = np.zeros_like(target, dtype=np.float64)
-    for k in np.unique(fold):
-        train, test = fold != k, fold == k
-        mean, std = features[train].mean(0), features[train].std(0) + 1e-9
-        offset = target[train].mean()  # the intercept, not penalised
-        x = (features[train] - mean) / std
-        w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ (target[train] - offset))
-        pred[test] = (features[test] - mean) / std @ w + offset
-    total = np.sum((target - target.mean()) ** 2)
-    return float(1.0 - np.sum((target - pred) ** 2) / max(total, 1e-12))
+def train(items: list[Item]) -> TrainedTeacher:
+    """The trained teacher of `partseg train-teacher` (its default settings) fitted on the
+    items' renders, as the stage does it (train_teacher.fit)."""
+    config = train_teacher.TrainTeacherConfig(device="cpu")
+    images = torch.cat([resize_views(i.rgb, config.input_size) for i in items])
+    targets = torch.cat([torch.from_numpy(train_teacher.training_targets(
+        i.gt, i.foreground, config.input_size)) for i in items])
+    part_names = list(items[0].shape.part_names)
+    net, _ = train_teacher.fit(images, targets, len(part_names), config)
+    return TrainedTeacher(net, part_names, config.input_size, torch.device("cpu"), "bench",
+                          "", set())
 
 
 def mask_purity(gt: np.ndarray, view: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -129,34 +122,27 @@ def mask_purity(gt: np.ndarray, view: np.ndarray, masks: np.ndarray) -> np.ndarr
 def score(items: list[Item], boxes: list[Boxes], refiners: dict[str, object]
           ) -> dict[str, float]:
     """Pooled box diagnostics of one teacher on one category's scored shapes."""
-    purity, features, groups, right, conf, mious = [], [], [], [], [], []
-    recalled = components = 0
+    verdicts, mious = [], []
     mask_rows: dict[str, list[list[float]]] = {name: [[], []] for name in refiners}
-    for index, (item, b) in enumerate(zip(items, boxes, strict=True)):
+    for item, b in zip(items, boxes, strict=True):
         n_parts = len(item.shape.part_names)
-        purity.append(simulated.box_purity(item.gt, b.view, b.xyxy, b.labels))
-        features.append(b.features)
-        groups.append(np.full(len(b), index))
-        ok, hit, n_comp = evaluate.match_boxes(item.gt, b.view, b.xyxy, b.labels, n_parts)
-        right.append(ok)
-        conf.append(b.confidence)
-        recalled, components = recalled + hit, components + n_comp
-        regions = evaluate.box_regions(b.xyxy, b.view, item.foreground)
-        mious.append(evaluate.teacher_miou_2d(item.gt, regions, b.view, b.labels,
-                                              b.confidence, n_parts))
+        verdicts.append(metrics.judge_boxes(item.gt, b.view, b.xyxy, b.labels, b.confidence,
+                                            n_parts))
+        regions = metrics.box_regions(b.xyxy, b.view, item.foreground)
+        mious.append(metrics.teacher_miou_2d(item.gt, regions, b.view, b.labels,
+                                             b.confidence, n_parts))
         for name, refine in refiners.items():
             masks: Masks = refine(item, b)
             kept = masks.masks & item.foreground[b.view]
             mask_rows[name][0].append(np.nanmean(mask_purity(item.gt, b.view, kept)))
-            mask_rows[name][1].append(evaluate.teacher_miou_2d(
+            mask_rows[name][1].append(metrics.teacher_miou_2d(
                 item.gt, kept, b.view, b.labels, b.confidence, n_parts))
-    right_all = np.concatenate(right)
+    pooled = metrics.pooled_box_scores(verdicts)
     out = {
-        "R2 purity": cv_r2(np.concatenate(features).astype(np.float64),
-                           np.concatenate(purity).astype(np.float64), np.concatenate(groups)),
-        "AUROC": evaluate.auroc(np.concatenate(conf), right_all),
-        "precision": float(right_all.mean()) if right_all.size else float("nan"),
-        "recall": recalled / max(components, 1),
+        "R2 purity": metrics.purity_r2([i.gt for i in items], boxes),
+        "AUROC": pooled["auroc"],
+        "precision": pooled["precision"],
+        "recall": pooled["recall"],
         "2D mIoU": float(np.nanmean(mious)),
         "boxes/view": float(np.mean([len(b) / i.gt.shape[0] for i, b in zip(items, boxes,
                                                                             strict=True)])),
@@ -191,6 +177,11 @@ def main() -> None:
     parser.add_argument("--categories", nargs="*", default=None)
     parser.add_argument("--masks", action="store_true",
                         help="also GrabCut and oracle mask purity (slower)")
+    parser.add_argument("--trained", action="store_true",
+                        help="also the trained teacher (train-teacher's defaults), trained "
+                        "per category on the first --train-shapes shapes; every teacher is "
+                        "then scored on the shapes after those")
+    parser.add_argument("--train-shapes", type=int, default=8)
     args = parser.parse_args()
     if args.data == "labeleddb" and not LABELEDDB.is_dir():
         sys.exit(f"{LABELEDDB} not found")
@@ -199,17 +190,23 @@ def main() -> None:
 
     categories = args.categories or (list(MAKERS) if args.data == "dev"
                                      else LABELEDDB_CATEGORIES)
-    teachers = args.presets.split(",")
+    teachers = args.presets.split(",") + (["trained"] if args.trained else [])
+    offset = args.train_shapes if args.trained else 0
     refiners = mask_refiners() if args.masks else {}
     print(f"data {args.data}, {args.shapes} shapes/category, 10 reference views at "
           f"{args.resolution} px, {args.seeds} seed(s)")
     start = time.time()
     table: dict[str, dict[str, dict[str, float]]] = {t: {} for t in teachers}
     for category in categories:
-        items = load_items(args.data, category, args.shapes, args.resolution)
+        items = load_items(args.data, category, args.shapes, args.resolution, offset)
         for teacher in teachers:
             rows = []
-            for seed in range(args.seeds):
+            if teacher == "trained":  # deterministic: one "seed"
+                net = train(load_items(args.data, category, args.train_shapes,
+                                       args.resolution))
+                rows.append(score(items, [net.detect(i.rgb, i.shape.part_names)
+                                          for i in items], refiners))
+            for seed in range(args.seeds if teacher != "trained" else 0):
                 boxes = [simulated_boxes(item, teacher, seed * 1000 + i)
                          for i, item in enumerate(items)]
                 rows.append(score(items, boxes, refiners))

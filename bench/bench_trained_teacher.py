@@ -7,7 +7,7 @@ are the teacher's confidence-weighted 2D mIoU on those held-out shapes
 (`evaluate.teacher_scores_2d`, PartDistill suppl. Eq. A-D; GLIP's measured band is about
 40-60), the training seconds, the detect seconds per shape and the load average of the
 (shared) machine, and for the boxes: the cross-validated R^2 of predicting their
-ground-truth purity from their features (as bench_teacher.py), the AUROC of confidence
+ground-truth purity from their features, the AUROC of confidence
 for right vs wrong boxes, precision and recall. Wall and CPU seconds are both printed:
 on a busy machine the CPU seconds (one thread: set OMP_NUM_THREADS=1) are what an idle
 core would take.
@@ -33,15 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from bench_teacher import cv_r2
 from dev_shapes import MAKERS, PARTS
 
 from partseg_cli import backproject, detect, render, train_teacher
-from partseg_cli.evaluate import auroc, gt_label_images, match_boxes, teacher_scores_2d
+from partseg_cli.evaluate import gt_label_images, teacher_scores_2d
 from partseg_cli.records import Boxes, Shape, Views
 from partseg_cli.shapes import ShapeSource, discover
-from partseg_cli.simulated import box_purity
 from partseg_cli.store import Workspace, shape_scope
+from partseg_cli.teacher_metrics import judge_boxes, pooled_box_scores, purity_r2
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -103,33 +102,26 @@ def score(work: Workspace, ids: list[str], teacher: str, model: Path
     cpu_per_shape = (time.process_time() - cpu) / len(ids)
     backproject.run(work, ids, backproject.BackprojectConfig())
     values = [teacher_scores_2d(work, work.read_record(shape_scope(sid), "shape", Shape))
-              ["before"] for sid in ids]
+              [0]["before"] for sid in ids]
     return float(np.nanmean(values)), per_shape, cpu_per_shape
 
 
 def box_diagnostics(work: Workspace, ids: list[str]) -> dict[str, float]:
     """Over the stored boxes of ``ids``: cross-validated R^2 of box purity from the
-    features (bench_teacher.cv_r2), confidence AUROC right vs wrong, precision, recall."""
-    purity, features, groups, right, conf = [], [], [], [], []
-    recalled = components = 0
-    for index, sid in enumerate(ids):
+    features, confidence AUROC right vs wrong, precision, recall (teacher_metrics)."""
+    gts, boxes, verdicts = [], [], []
+    for sid in ids:
         scope = shape_scope(sid)
         shape = work.read_record(scope, "shape", Shape)
-        boxes = work.read_record(scope, "detect", Boxes)
+        b = work.read_record(scope, "detect", Boxes)
         gt = gt_label_images(shape, work.read_record(scope, "render", Views))
-        purity.append(box_purity(gt, boxes.view, boxes.xyxy, boxes.labels))
-        features.append(boxes.features)
-        groups.append(np.full(len(boxes), index))
-        ok, hit, n_comp = match_boxes(gt, boxes.view, boxes.xyxy, boxes.labels,
-                                      len(shape.part_names))
-        right.append(ok)
-        conf.append(boxes.confidence)
-        recalled, components = recalled + hit, components + n_comp
-    right_all = np.concatenate(right)
-    return {"R2": cv_r2(np.concatenate(features).astype(np.float64),
-                        np.concatenate(purity).astype(np.float64), np.concatenate(groups)),
-            "AUROC": auroc(np.concatenate(conf), right_all),
-            "precision": float(right_all.mean()), "recall": recalled / max(components, 1)}
+        gts.append(gt)
+        boxes.append(b)
+        verdicts.append(judge_boxes(gt, b.view, b.xyxy, b.labels, b.confidence,
+                                    len(shape.part_names)))
+    pooled = pooled_box_scores(verdicts)
+    return {"R2": purity_r2(gts, boxes), "AUROC": pooled["auroc"],
+            "precision": pooled["precision"], "recall": pooled["recall"]}
 
 
 def parse_overrides(items: list[str]) -> dict:

@@ -8,6 +8,9 @@ tori with random proportions, y up like the reference cameras:
 - table: tabletop, leg (4 legs or a pedestal with a foot)
 - mug: body, handle
 - lamp: base, body (the pole), shade
+- airplane: body, wing, stabilizer, rudder, engine (engines on 60%): thin parts seen
+  edge-on in many views, so a 2D teacher's resolution matters (opt-in for the student:
+  `--categories ... airplane`; bench_trained_teacher.py includes it by default)
 
 Each shape is sampled (10k points, grey), rendered into the 10 reference views, boxed by
 the simulated GLIP-like teacher, lifted to knowledge units, and segmented by PartSLIP
@@ -46,6 +49,7 @@ PARTS = {
     "table": ["tabletop", "leg"],
     "mug": ["body", "handle"],
     "lamp": ["base", "body", "shade"],
+    "airplane": ["body", "wing", "stabilizer", "rudder", "engine"],
 }
 CACHE = Path("/tmp/partseg_dev_shapes")
 
@@ -138,7 +142,42 @@ def lamp(rng: np.random.Generator) -> list[Piece]:
     return pieces
 
 
-MAKERS = {"chair": chair, "table": table, "mug": mug, "lamp": lamp}
+def airplane(rng: np.random.Generator) -> list[Piece]:
+    """A fuselage along z, thin (optionally swept) wings, a tailplane, a fin, engines."""
+    length, radius = rng.uniform(1.6, 2.4), rng.uniform(0.07, 0.14)
+    body = trimesh.creation.cylinder(radius=radius, height=length, sections=24)
+    nose = trimesh.creation.cone(radius=radius, height=rng.uniform(0.15, 0.35), sections=24)
+    nose.apply_translation((0, 0, length / 2))
+    pieces = [(0, body), (0, nose)]
+    span, chord = rng.uniform(1.4, 2.4), rng.uniform(0.2, 0.4)
+    thick, sweep = rng.uniform(0.015, 0.04), rng.uniform(0.0, 0.5)
+    wing_z = rng.uniform(-0.1, 0.2) * length
+    for side in (-1, 1):  # each wing a thin slab, swept back by rotating about y
+        wing = _box((span / 2, thick, chord), (side * span / 4, 0, 0))
+        wing.apply_transform(trimesh.transformations.rotation_matrix(side * sweep, [0, 1, 0]))
+        wing.apply_translation((0, -radius * 0.3, wing_z))
+        pieces.append((1, wing))
+    tail_z = -length / 2 + 0.1
+    tail_span = span * rng.uniform(0.25, 0.4)
+    pieces.append((2, _box((tail_span, thick, chord * 0.6), (0, 0, tail_z))))
+    fin_h = rng.uniform(0.2, 0.4)
+    pieces.append((3, _box((thick, fin_h, chord * 0.7), (0, radius + fin_h / 2, tail_z))))
+    if rng.random() < 0.6:
+        n = 1 if rng.random() < 0.5 else 2  # per side
+        e_r, e_len = rng.uniform(0.04, 0.08), rng.uniform(0.2, 0.35)
+        for side in (-1, 1):
+            for k in range(n):
+                x = side * span * (0.18 + 0.14 * k)
+                engine = trimesh.creation.cylinder(radius=e_r, height=e_len, sections=16)
+                # under the swept wing: follow the sweep back
+                engine.apply_translation((x, -radius * 0.3 - e_r - thick,
+                                          wing_z - abs(x) * np.tan(sweep) + chord * 0.3))
+                pieces.append((4, engine))
+    return pieces
+
+
+MAKERS = {"chair": chair, "table": table, "mug": mug, "lamp": lamp, "airplane": airplane}
+DEFAULT_CATEGORIES = ["chair", "table", "mug", "lamp"]  # the student's dev set (see top)
 
 
 def make_shape(category: str, index: int, seed: int, n_points: int = 10000) -> Shape:
@@ -254,7 +293,8 @@ def evaluate(items: list[DevItem], config: DistillConfig, with_2d: bool = True
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-category", type=int, default=6)
-    parser.add_argument("--categories", nargs="+", default=list(MAKERS))
+    parser.add_argument("--categories", nargs="+", default=DEFAULT_CATEGORIES,
+                        choices=list(MAKERS))
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--resolution", type=int, default=800)
     parser.add_argument("--no-2d", action="store_true")

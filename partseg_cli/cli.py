@@ -530,7 +530,9 @@ def evaluate(
     teacher_2d: Annotated[bool, typer.Option(
         "--teacher-2d", help="Also score the teacher's own 2D predictions "
         "(confidence-weighted mIoU2D, PartDistill suppl. Eq. 5-8), before and after "
-        "re-scoring when `rescore` ran.")] = False,
+        "re-scoring when `rescore` ran, and for box teachers box precision / recall "
+        "against ground-truth part components (IoU >= 0.5) and the AUROC of confidence "
+        "for right vs wrong boxes (after re-scoring too).")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as "
                                                   "JSON here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the report as CSV "

@@ -31,6 +31,15 @@ import numpy as np
 from .errors import InputError, PartsegError
 from .records import Boxes, KnowledgeUnits, Labelling, Masks, Mesh, Shape, Views
 from .store import Workspace, shape_scope
+from .teacher_metrics import (
+    BOX_LABELS,
+    BOX_SCORES,
+    BoxVerdicts,
+    box_regions,
+    judge_boxes,
+    pooled_box_scores,
+    teacher_miou_2d,
+)
 
 CONVENTIONS = ("shapenetpart", "partnete")
 DOMAINS = ("points", "faces")
@@ -148,6 +157,9 @@ class EvalReport:
     # test figures (run only). training_ids lists them.
     training: EvalReport | None = None
     training_ids: list[str] = field(default_factory=list)
+    # {"precision" | "recall" | "auroc" | "auroc_after": {category: x, "mean": y}}: the
+    # teacher's boxes against ground-truth part components (run only; box teachers only)
+    teacher_boxes: dict[str, dict[str, float]] | None = None
 
     def table(self, parts: bool = True) -> str:
         """Fixed-width terminal table, percentages with one decimal ("-" = undefined).
@@ -161,6 +173,7 @@ class EvalReport:
         if self.ap50_part_agnostic is not None:
             cols.append(("mAP50 agn.", "agnostic"))
         cols += [(f"2D {when}", when) for when in self.teacher_2d or {}]
+        cols += [(BOX_LABELS[name], f"box:{name}") for name in self.teacher_boxes or {}]
         width = max([len("category"), len(OVERALL)] + [len(c) for c in self.categories])
         header = f"{'category':<{width}}  {'shapes':>6}" + "".join(f"  {c}" for c, _ in cols)
         lines = [f"convention: {self.convention}  (figures in %)", header, "-" * len(header)]
@@ -172,7 +185,8 @@ class EvalReport:
                     category, math.nan)
             else:
                 table = {"aware": self.ap50_part_aware, "agnostic": self.ap50_part_agnostic,
-                         **(self.teacher_2d or {})}[key]
+                         **(self.teacher_2d or {}),
+                         **{f"box:{n}": t for n, t in (self.teacher_boxes or {}).items()}}[key]
                 value = table.get("mean" if category is None else category, math.nan)
             return f"  {_pct(value):>{len(label)}}"
 
@@ -213,9 +227,11 @@ class EvalReport:
         ``categories``: {name: {"n_shapes", "parts": [names],
         "points"/"faces": {"miou", "part_iou": {part: iou}, "part_count": {part: shapes}},
         "ap50_part_aware": {"mean", "part_ap": {part: ap}} | null,
-        "ap50_part_agnostic": float | null, "teacher_miou_2d": {"before", "after"?} | null}}
+        "ap50_part_agnostic": float | null, "teacher_miou_2d": {"before", "after"?} | null,
+        "teacher_boxes": {"precision", "recall", "auroc", "auroc_after"?} | null}}
         (AP null when the category had no instances); ``overall`` also has
-        "teacher_miou_2d": {"before": x, "after": y (only when re-scored)} | null.
+        "teacher_miou_2d": {"before": x, "after": y (only when re-scored)} | null and
+        "teacher_boxes" (means over categories; null without --teacher-2d or box teacher).
         ``training_shapes``: {"shape_ids": [...], "report": this same schema} for the
         shapes the method learned from (kept out of every figure above), or null.
         """
@@ -228,6 +244,9 @@ class EvalReport:
         t2d = self.teacher_2d
         overall["teacher_miou_2d"] = None if t2d is None else {
             when: _num(v["mean"]) for when, v in t2d.items()}
+        tb = self.teacher_boxes
+        overall["teacher_boxes"] = None if tb is None else {
+            name: _num(v["mean"]) for name, v in tb.items()}
         categories = {}
         for c in self.categories:
             names = self.part_names[c]
@@ -248,6 +267,9 @@ class EvalReport:
                 agnostic.get(c, math.nan))
             entry["teacher_miou_2d"] = None if t2d is None else {
                 when: _num(v.get(c, math.nan)) for when, v in t2d.items()}
+            entry["teacher_boxes"] = None if tb is None or all(
+                c not in v for v in tb.values()) else {
+                name: _num(v.get(c, math.nan)) for name, v in tb.items()}
             categories[c] = entry
         training = None if self.training is None else {
             "shape_ids": list(self.training_ids), "report": self.training.to_json()}
@@ -259,8 +281,9 @@ class EvalReport:
 
         One row per (category, part, domain) with domain in points, faces, ap50_part_aware;
         summary rows have part "(mean)" (category mIoU / mAP), category "(overall)" for the
-        mean over categories; domains ap50_part_agnostic and teacher_2d_before /
-        teacher_2d_after (confidence-weighted mIoU2D) have only summary rows.
+        mean over categories; domains ap50_part_agnostic, teacher_2d_before /
+        teacher_2d_after (confidence-weighted mIoU2D) and teacher_box_precision /
+        _recall / _auroc / _auroc_after have only summary rows.
         value: fraction in [0, 1], empty when undefined. count: shapes averaged over (IoU
         rows), ground-truth instances (AP rows), categories with a value (overall rows).
         Categories without instances have no AP rows. Shapes the method learned from are
@@ -294,13 +317,14 @@ class EvalReport:
                                  self.gt_instance_counts.get(c, 0)])
             scored = [c for c in self.categories if not math.isnan(table.get(c, math.nan))]
             writer.writerow([OVERALL, MEAN, domain, _cell(table["mean"]), len(scored)])
-        for when, table in (self.teacher_2d or {}).items():
+        summaries = [*((f"teacher_2d_{w}", t) for w, t in (self.teacher_2d or {}).items()),
+                     *((f"teacher_box_{n}", t) for n, t in (self.teacher_boxes or {}).items())]
+        for domain, table in summaries:
             for c in self.categories:
-                writer.writerow([c, MEAN, f"teacher_2d_{when}", _cell(table.get(c, math.nan)),
+                writer.writerow([c, MEAN, domain, _cell(table.get(c, math.nan)),
                                  self.n_shapes[c]])
             scored = [c for c in self.categories if not math.isnan(table.get(c, math.nan))]
-            writer.writerow([OVERALL, MEAN, f"teacher_2d_{when}", _cell(table["mean"]),
-                             len(scored)])
+            writer.writerow([OVERALL, MEAN, domain, _cell(table["mean"]), len(scored)])
         return buf.getvalue()
 
 
@@ -613,172 +637,6 @@ def _gt_instance_counts(items: list[ShapeEval]) -> dict[str, int]:
     return counts
 
 
-# --- 2D teacher quality -------------------------------------------------------------------
-
-
-def box_regions(xyxy: np.ndarray, view: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """Box rectangles with background removed: F(b) of PartDistill supplementary, Sec. B.
-
-    xyxy: (K, 4) float pixels (origin at the top-left pixel corner); view: (K,) int;
-    foreground: (V, H, W) bool (e.g. ``pixel_point >= 0``). A pixel is inside a box when
-    its centre is (edges inclusive), the rule backproject uses for lifting boxes.
-    Returns (K, H, W) bool.
-    """
-    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    _, height, width = foreground.shape
-    cx = np.arange(width) + 0.5
-    cy = np.arange(height) + 0.5
-    in_x = (cx[None, :] >= xyxy[:, 0:1]) & (cx[None, :] <= xyxy[:, 2:3])  # (K, W)
-    in_y = (cy[None, :] >= xyxy[:, 1:2]) & (cy[None, :] <= xyxy[:, 3:4])  # (K, H)
-    return in_y[:, :, None] & in_x[:, None, :] & foreground[np.asarray(view, np.intp)]
-
-
-def teacher_miou_2d(gt_labels: np.ndarray, masks: np.ndarray, view: np.ndarray,
-                    label: np.ndarray, confidence: np.ndarray, n_parts: int) -> float:
-    """Confidence-weighted 2D mIoU of a teacher (PartDistill supplementary Eq. A-D).
-
-    gt_labels: (V, H, W) int, -1 background. masks: (K, H, W) bool prediction regions s_i
-    (for box teachers use ``box_regions``); view, label: (K,) int; confidence: (K,) float.
-    Per view v and part r, with phi(r) the masks of part r in v:
-    I = sum_i C_i |s_i & G_r|, lambda = mean_i C_i |U s_i \\ G_r|, gamma = |G_r \\ U s_i|,
-    IoU = I / (I + lambda + gamma). Pairs (v, r) count when r is in v's ground truth or
-    predicted in v; a pair with zero denominator (nothing in G_r and no weighted
-    prediction) is skipped. Returns the mean over pairs in [0, 1], NaN if there are none.
-    """
-    gt_labels = np.asarray(gt_labels)
-    masks = np.asarray(masks, bool)
-    view = np.asarray(view, np.int64).ravel()
-    label = np.asarray(label, np.int64).ravel()
-    confidence = np.asarray(confidence, np.float64).ravel()
-    n_masks = masks.shape[0]
-    if masks.shape[1:] != gt_labels.shape[1:]:
-        raise ValueError(f"masks {masks.shape} and gt_labels {gt_labels.shape} differ in size")
-    if not len(view) == len(label) == len(confidence) == n_masks:
-        raise ValueError("view, label and confidence need one entry per mask")
-    if n_masks and (label.min() < 0 or label.max() >= n_parts):
-        raise ValueError(f"mask labels outside [0, {n_parts})")
-    if n_masks and (view.min() < 0 or view.max() >= gt_labels.shape[0]):
-        raise ValueError(f"mask views outside [0, {gt_labels.shape[0]})")
-    ious: list[np.ndarray] = []
-    for v in range(gt_labels.shape[0]):  # one vectorised pass per view
-        gt_v = gt_labels[v].ravel()
-        gt_size = np.bincount(gt_v[(gt_v >= 0) & (gt_v < n_parts)], minlength=n_parts)
-        sel = np.flatnonzero(view == v)
-        sel = sel[np.argsort(label[sel], kind="stable")]  # group masks by part for reduceat
-        lab, conf = label[sel], confidence[sel]
-        parts, starts = np.unique(lab, return_index=True)
-        predicted = np.zeros(n_parts, bool)
-        predicted[parts] = True
-        if sel.size:
-            m = masks[sel].reshape(len(sel), -1)
-            inter = np.count_nonzero(m & (gt_v[None, :] == lab[:, None]), axis=1)
-            union = np.logical_or.reduceat(m, starts, axis=0)  # (R, HW) U s_i per part
-            union_size = np.count_nonzero(union, axis=1)
-            union_in_gt = np.count_nonzero(union & (gt_v[None, :] == parts[:, None]), axis=1)
-            weighted = np.add.reduceat(conf * inter, starts)
-            mean_conf = np.add.reduceat(conf, starts) / np.diff(np.append(starts, len(sel)))
-            lam = mean_conf * (union_size - union_in_gt)
-            gamma = gt_size[parts] - union_in_gt
-            denom = weighted + lam + gamma
-            ious.append(weighted[denom > 0] / denom[denom > 0])
-        # Parts in the ground truth with no prediction: I = lambda = 0, so IoU = 0.
-        ious.append(np.zeros(int(((gt_size > 0) & ~predicted).sum())))
-    all_ious = np.concatenate(ious) if ious else np.zeros(0)
-    return float(all_ious.mean()) if all_ious.size else math.nan
-
-
-BOX_MATCH_IOU = 0.5  # a box is right when it overlaps a same-part component this much
-MIN_COMPONENT_FRACTION = 0.002  # components smaller than this share of a view's labelled
-#                                 pixels are not targets (a few stray pixels of a part)
-COMPONENT_GAP = 0.004  # same-part pixels this close (fraction of the image side) are one
-#                        component: bridges the holes between splatted points
-
-
-def part_components(gt_labels: np.ndarray, n_parts: int, gap: float = COMPONENT_GAP
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Ground-truth part components of label images, the targets of box precision/recall.
-
-    gt_labels: (V, H, W) int, -1 background. Per view and part, the 8-connected components
-    of the part's pixels after closing gaps of ``gap`` x image side (closing bridges only
-    background: the component box is that of its own pixels).
-    Returns view (C,) int64, part (C,) int64, xyxy (C, 4) float64 pixel corners and
-    share (C,) float64 of the view's labelled pixels that the component holds.
-    """
-    from scipy import ndimage
-
-    gt_labels = np.asarray(gt_labels)
-    n_views, height, width = gt_labels.shape
-    radius = int(round(gap * max(height, width)))
-    r = np.arange(-radius, radius + 1)
-    disk = (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
-    views, parts, boxes, shares = [], [], [], []
-    for v in range(n_views):
-        labelled = max(int(np.count_nonzero(gt_labels[v] >= 0)), 1)
-        for p in range(n_parts):
-            mask = gt_labels[v] == p
-            if not mask.any():
-                continue
-            closed = ndimage.binary_dilation(mask, disk) if radius > 0 else mask
-            lab, n = ndimage.label(closed, np.ones((3, 3), bool))
-            own = np.where(mask, lab, 0)
-            area = np.bincount(own.ravel(), minlength=n + 1)[1:]
-            for c, sl in enumerate(ndimage.find_objects(own, n)):
-                if sl is None:
-                    continue
-                views.append(v)
-                parts.append(p)
-                boxes.append((sl[1].start, sl[0].start, sl[1].stop, sl[0].stop))
-                shares.append(area[c] / labelled)
-    return (np.asarray(views, np.int64), np.asarray(parts, np.int64),
-            np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(shares, np.float64))
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, B) IoU of XYXY boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-12)
-
-
-def match_boxes(gt_labels: np.ndarray, view: np.ndarray, xyxy: np.ndarray,
-                label: np.ndarray, n_parts: int, iou_threshold: float = BOX_MATCH_IOU,
-                min_fraction: float = MIN_COMPONENT_FRACTION) -> tuple[np.ndarray, int, int]:
-    """Which boxes are right, against the ground-truth part components (`part_components`).
-
-    A box is right when some component of its own part in its view has IoU >= threshold
-    with it (not one-to-one: duplicates of a right box are right too, so a box's verdict
-    does not depend on the other boxes). Recall counts the components holding at least
-    ``min_fraction`` of their view's labelled pixels (not a few stray pixels) that some box
-    of their part matches. Returns right (B,) bool, the number of recalled components, the
-    number of components counted for recall.
-    """
-    view = np.asarray(view, np.int64).ravel()
-    label = np.asarray(label, np.int64).ravel()
-    c_view, c_part, c_xyxy, c_share = part_components(gt_labels, n_parts)
-    same = (view[:, None] == c_view[None]) & (label[:, None] == c_part[None])  # (B, C)
-    hit = same & (box_iou(xyxy, c_xyxy) >= iou_threshold)
-    counted = c_share >= min_fraction
-    return hit.any(axis=1), int((hit.any(axis=0) & counted).sum()), int(counted.sum())
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for ``positive`` vs the rest (ties count
-    half: the Mann-Whitney U statistic); NaN when either class is empty."""
-    from scipy.stats import rankdata
-
-    scores = np.asarray(scores, np.float64).ravel()
-    positive = np.asarray(positive, bool).ravel()
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 # --- the `partseg evaluate` stage ---------------------------------------------------------
 
 
@@ -925,9 +783,11 @@ def unit_regions(workspace: Workspace, shape_id: str, units: KnowledgeUnits,
     return regions
 
 
-def teacher_scores_2d(workspace: Workspace, shape: Shape) -> dict[str, float]:
-    """Confidence-weighted mIoU2D of the teacher on one shape: {"before": x} plus
-    {"after": y} when the "rescore" stage stored re-scored confidences."""
+def teacher_scores_2d(workspace: Workspace, shape: Shape
+                      ) -> tuple[dict[str, float], BoxVerdicts | None]:
+    """The teacher on one shape: its confidence-weighted mIoU2D {"before": x} plus
+    {"after": y} when the "rescore" stage stored re-scored confidences, and its boxes'
+    verdicts against the ground-truth part components (None for a pixel-map teacher)."""
     scope = shape_scope(shape.shape_id)
     views = workspace.read_record(scope, "render", Views)
     rescored = workspace.exists(scope, "rescore")
@@ -941,7 +801,12 @@ def teacher_scores_2d(workspace: Workspace, shape: Shape) -> dict[str, float]:
     if units.rescored_confidence is not None:
         out["after"] = teacher_miou_2d(gt, regions, units.view, units.labels,
                                        units.rescored_confidence, n_parts)
-    return out
+    verdicts = None
+    if units.source in ("boxes", "masks"):  # both index the detect boxes
+        boxes = workspace.read_record(scope, "detect", Boxes)
+        verdicts = judge_boxes(gt, boxes.view, boxes.xyxy, boxes.labels, boxes.confidence,
+                               n_parts, units.source_index, units.rescored_confidence)
+    return out, verdicts
 
 
 def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
@@ -951,7 +816,9 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
 
     pred: a .npy / one-integer-per-line file (one shape) or a folder of <shape_id>.npy/.txt;
     its labels index the shape's own part names. teacher_2d: also the teacher's 2D mIoU
-    (``teacher_scores_2d``), averaged per category and then over categories.
+    (``teacher_scores_2d``), averaged per category and then over categories, and its box
+    precision, recall and confidence AUROC (pooled over a category's boxes, then averaged
+    over categories).
     Labellings marked ``training_shape`` (the method learned from that shape: PartSTAD's
     and BiPart's training shapes, a student's) are scored apart in ``report.training``,
     never among the test figures.
@@ -965,6 +832,7 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
         _check_pred_path(pred, len(shape_ids))
     items, training, failed = [], {}, {}
     scores_2d: dict[str, dict[str, list[float]]] = {}
+    verdicts: dict[str, list[BoxVerdicts]] = {}
     seen_in_training = [sid for sid in shape_ids if teacher_trained_on(workspace, sid)]
     if seen_in_training:  # a teacher's training shapes are never scored as test shapes
         if len(seen_in_training) == len(shape_ids):
@@ -988,8 +856,11 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
                 training[shape_id] = item
                 continue
             if teacher_2d:
-                for when, value in teacher_scores_2d(workspace, shape).items():
+                scores, judged = teacher_scores_2d(workspace, shape)
+                for when, value in scores.items():
                     scores_2d.setdefault(when, {}).setdefault(item.category, []).append(value)
+                if judged is not None:
+                    verdicts.setdefault(item.category, []).append(judged)
             items.append(item)
         except PartsegError as exc:  # StoreError / InputError included: skip that shape
             failed[shape_id] = str(exc)
@@ -1007,6 +878,12 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
     if teacher_2d:
         report.teacher_2d = {when: _category_means(per_cat) for when, per_cat in
                              scores_2d.items()}
+        if verdicts:
+            pooled = {c: pooled_box_scores(v) for c, v in verdicts.items()}
+            report.teacher_boxes = {
+                name: _category_means({c: [p[name]] for c, p in pooled.items()})
+                for name in BOX_SCORES if name != "auroc_after"
+                or any(not math.isnan(p[name]) for p in pooled.values())}
     return report, failed
 
 

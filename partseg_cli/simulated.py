@@ -54,6 +54,7 @@ from scipy import ndimage
 
 from partseg_cli import records
 from partseg_cli.errors import InputError, PartsegError
+from partseg_cli.teacher_metrics import box_purity, box_sums, pixel_corners
 
 DESCRIPTION = (
     "simulated: a measuring instrument, not a model. Reads the shape's ground-truth part "
@@ -290,45 +291,6 @@ def _gap_px(preset: TeacherPreset, h: int, w: int) -> int:
     return int(round(preset.component_gap * max(h, w)))
 
 
-def box_purity(gt: np.ndarray, view: np.ndarray, xyxy: np.ndarray,
-               labels: np.ndarray) -> np.ndarray:
-    """(B,) fraction of the labelled pixels inside each box that carry the box's label (0
-    for a box over no labelled pixel): the ground-truth quality of a box, which the
-    simulated teacher's confidences and features must not see (except glip-like-leaky).
-
-    gt: (V, H, W) int, -1 background; view (B,), xyxy (B, 4) pixels, labels (B,).
-    Vectorised with one summed-area table per part.
-    """
-    gt = np.asarray(gt)
-    v, h, w = gt.shape
-    n_parts = int(max(gt.max(), np.max(labels, initial=-1))) + 1
-    onehot = (gt[..., None] == np.arange(n_parts)).astype(np.int64)  # (V, H, W, P)
-    table = np.zeros((v, h + 1, w + 1, n_parts + 1), np.int64)
-    table[:, 1:, 1:, :n_parts] = onehot.cumsum(1).cumsum(2)
-    table[:, 1:, 1:, n_parts] = (gt >= 0).cumsum(1).cumsum(2)
-    sums = _box_sums(table, np.asarray(view, np.intp), _pixel_corners(xyxy, w, h))
-    labelled = sums[:, n_parts]
-    own = sums[np.arange(len(sums)), np.asarray(labels, np.intp)]
-    return np.where(labelled > 0, own / np.maximum(labelled, 1), 0.0).astype(np.float32)
-
-
-def _pixel_corners(xyxy: np.ndarray, w: int, h: int) -> np.ndarray:
-    """(B, 4) int pixel ranges x0, y0, x1, y1 (exclusive ends) covered by each box."""
-    xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
-    lo = np.floor(xyxy[:, :2]).astype(np.intp)
-    hi = np.ceil(xyxy[:, 2:]).astype(np.intp)
-    lo = np.clip(lo, 0, [w, h])
-    hi = np.clip(hi, lo, [w, h])
-    return np.concatenate([lo, hi], axis=1)
-
-
-def _box_sums(table: np.ndarray, view: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """(B, C) sums over each box of a summed-area table (V, H+1, W+1, C)."""
-    x0, y0, x1, y1 = corners.T
-    return (table[view, y1, x1] - table[view, y0, x1] - table[view, y1, x0]
-            + table[view, y0, x0]).astype(np.float64)
-
-
 @dataclass(frozen=True)
 class ConfusionModel:
     """The teacher's systematic naming errors for one category's part list.
@@ -488,8 +450,8 @@ def _box_features(images: np.ndarray, foreground: np.ndarray, view: np.ndarray,
                                np.hypot(gx, gy)[..., None]], axis=-1)  # (V, H, W, 8)
     table = np.zeros((n_views, h + 1, w + 1, channels.shape[-1]))
     table[:, 1:, 1:] = channels.cumsum(1).cumsum(2)
-    corners = _pixel_corners(xyxy, w, h)
-    sums = _box_sums(table, view, corners)
+    corners = pixel_corners(xyxy, w, h)
+    sums = box_sums(table, view, corners)
     pixels = np.maximum(np.prod(corners[:, 2:] - corners[:, :2], axis=1), 1)[:, None]
     mean = sums / pixels
     colour_std = np.sqrt(np.maximum(mean[:, 4:7] - mean[:, 1:4] ** 2, 0.0))

@@ -16,12 +16,11 @@ from partseg_cli.evaluate import (
     CSV_HEADER,
     ShapeEval,
     average_precision,
-    box_regions,
     evaluate,
     instance_ap50,
     part_ious,
-    teacher_miou_2d,
 )
+from partseg_cli.teacher_metrics import box_regions, teacher_miou_2d
 
 MUG = ["handle", "cup"]
 CAP = ["panels", "peak"]
@@ -408,6 +407,14 @@ def test_run_on_a_workspace(tmp_path):
     data = json.loads(json.dumps(report.to_json(), allow_nan=False))
     assert data["overall"]["teacher_miou_2d"]["after"] == pytest.approx(1 / 3)
     assert "2D after" in report.table() and "teacher_2d_before" in report.to_csv()
+    # boxes vs ground-truth components (a: column 0, b: column 1): the left box is right,
+    # the right one (named a over b's pixels) wrong; b's component is never found.
+    # Equal confidences rank nothing (AUROC 0.5); the re-scored ones rank perfectly.
+    assert data["categories"]["Toy"]["teacher_boxes"] == pytest.approx(
+        {"precision": 0.5, "recall": 0.5, "auroc": 0.5, "auroc_after": 1.0})
+    assert data["overall"]["teacher_boxes"]["auroc_after"] == 1.0
+    assert "box P" in report.table() and "AUROC after" in report.table()
+    assert "Toy,(mean),teacher_box_recall,0.500000,1" in report.to_csv()
     (tmp_path / "pred").mkdir()
     (tmp_path / "pred" / "toy.txt").write_text("0\n1\n0\n1\n")
     report, _ = run(ws, ["toy"], pred=tmp_path / "pred")
@@ -433,7 +440,7 @@ def test_pixel_units_reproject_their_points(tmp_path):
 
 
 def test_match_boxes_precision_recall_and_auroc():
-    from partseg_cli.evaluate import auroc, match_boxes, part_components
+    from partseg_cli.teacher_metrics import auroc, match_boxes, part_components
 
     gt = np.full((1, 60, 80), -1, np.int32)
     gt[0, 5:35, 10:50] = 0  # body

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from shared_data import shared_data
 
-from partseg_cli import simulated
+from partseg_cli import simulated, teacher_metrics
 from partseg_cli.errors import InputError, PartsegError
 
 NAMES = ["body", "leg"]
@@ -171,8 +171,8 @@ def test_scores_blind_to_ground_truth_purity(preset):
         b = simulated.simulate_boxes(hollow, 2, NAMES, **kwargs)
         for field in ("view", "xyxy", "part_probs", "confidence", "features"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
-        purity_a = simulated.box_purity(gt, a.view, a.xyxy, a.labels)
-        purity_b = simulated.box_purity(hollow, a.view, a.xyxy, a.labels)
+        purity_a = teacher_metrics.box_purity(gt, a.view, a.xyxy, a.labels)
+        purity_b = teacher_metrics.box_purity(hollow, a.view, a.xyxy, a.labels)
         purity_changed |= bool(np.any(np.abs(purity_a - purity_b) > 0.05))
     assert purity_changed
 
@@ -250,7 +250,7 @@ def test_some_whole_object_boxes_survive_the_filter():
 def test_box_purity():
     gt = two_part_image(1)
     boxes = np.array([[10, 5, 50, 35], [10, 5, 50, 58], [60, 0, 80, 10]], np.float32)
-    purity = simulated.box_purity(gt, np.zeros(3, int), boxes, np.array([0, 1, 0]))
+    purity = teacher_metrics.box_purity(gt, np.zeros(3, int), boxes, np.array([0, 1, 0]))
     np.testing.assert_allclose(purity, [1.0, 240 / 1440, 0.0])
 
 
@@ -312,7 +312,7 @@ def test_refuses_unlabelled():
 
 
 def test_on_rendered_labeleddb_chair():
-    from partseg_cli import evaluate, render, shapes
+    from partseg_cli import render, shapes
 
     sources, _ = shapes.discover(shared_data("labeleddb", "Chair"))
     shape = shapes.load_shape(sources[0], n_points=3000)
@@ -323,9 +323,9 @@ def test_on_rendered_labeleddb_chair():
     fg = views.pixel_point >= 0
 
     def miou(boxes):
-        regions = evaluate.box_regions(boxes.xyxy, boxes.view, fg)
-        return evaluate.teacher_miou_2d(gt, regions, boxes.view, boxes.labels,
-                                        boxes.confidence, n_parts)
+        regions = teacher_metrics.box_regions(boxes.xyxy, boxes.view, fg)
+        return teacher_metrics.teacher_miou_2d(gt, regions, boxes.view, boxes.labels,
+                                               boxes.confidence, n_parts)
 
     clean = simulated.simulate_boxes(gt, n_parts, names, "clean")
     major, _ = box_majority(gt, clean)
