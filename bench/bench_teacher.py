@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +95,13 @@ def simulated_boxes(item: Item, preset: str, seed: int) -> Boxes:
                                     category=item.shape.category)
 
 
-def train(items: list[Item]) -> TrainedTeacher:
-    """The trained teacher of `partseg train-teacher` (its default settings) fitted on the
-    items' renders, as the stage does it (train_teacher.fit)."""
-    config = train_teacher.TrainTeacherConfig(device="cpu")
+def train(items: list[Item], overrides: list[str]) -> TrainedTeacher:
+    """The trained teacher of `partseg train-teacher` (its default settings, or these
+    overrides) fitted on the items' renders, as the stage does it (train_teacher.fit)."""
+    from bench_trained_teacher import parse_overrides
+
+    config = replace(train_teacher.TrainTeacherConfig(device="cpu"),
+                     **parse_overrides(overrides))
     images = torch.cat([resize_views(i.rgb, config.input_size) for i in items])
     targets = torch.cat([torch.from_numpy(train_teacher.training_targets(
         i.gt, i.foreground, config.input_size)) for i in items])
@@ -182,10 +185,11 @@ def main() -> None:
                         "per category on the first --train-shapes shapes; every teacher is "
                         "then scored on the shapes after those")
     parser.add_argument("--train-shapes", type=int, default=8)
+    parser.add_argument("--set", nargs="*", default=[],
+                        help="TrainTeacherConfig overrides for --trained, e.g. epochs=20")
     args = parser.parse_args()
     if args.data == "labeleddb" and not LABELEDDB.is_dir():
         sys.exit(f"{LABELEDDB} not found")
-    torch.set_num_threads(2)
     from dev_shapes import MAKERS
 
     categories = args.categories or (list(MAKERS) if args.data == "dev"
@@ -203,7 +207,7 @@ def main() -> None:
             rows = []
             if teacher == "trained":  # deterministic: one "seed"
                 net = train(load_items(args.data, category, args.train_shapes,
-                                       args.resolution))
+                                       args.resolution), args.set)
                 rows.append(score(items, [net.detect(i.rgb, i.shape.part_names)
                                           for i in items], refiners))
             for seed in range(args.seeds if teacher != "trained" else 0):
