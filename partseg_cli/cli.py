@@ -455,11 +455,13 @@ def export(
 ) -> None:
     """Write per shape: coloured PLY/GLB (one named node per part), one file per part,
     label arrays (.npy/.txt, read back by `evaluate --pred OUT`) and a legend PNG."""
+    from .atomic import check_output_folder
     from .export import GROUND_TRUTH, export_shape, ground_truth_labelling
     from .pipeline import StageReport, progress
     from .records import Labelling, Shape
     from .store import shape_scope
 
+    check_output_folder(out, "--out")
     workspace, ids = _open(work, shape_id, shard)
     report = StageReport("export")
     for sid in progress(ids, desc="export"):
@@ -544,14 +546,18 @@ def evaluate(
     import json
 
     from . import evaluate as stage
+    from .atomic import check_output_file, write_text
 
+    for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+        if path is not None:
+            check_output_file(path, option)  # before scoring, not after
     workspace, ids = _open(work, shape_id, shard)
     report, failed = stage.run(workspace, ids, method, pred, convention, teacher_2d)
     typer.echo(report.table())
     if json_out:
-        json_out.write_text(json.dumps(report.to_json(), indent=1))
+        write_text(json_out, json.dumps(report.to_json(), indent=1))
     if csv_out:
-        csv_out.write_text(report.to_csv())
+        write_text(csv_out, report.to_csv())
     if failed:
         typer.echo(f"{len(failed)} shape(s) not scored:", err=True)
         for sid, problem in failed.items():

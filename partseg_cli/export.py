@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path, write_text
 from .errors import PartsegError
 from .palette import GREY, colour_labels, legend, part_entries, part_palette
 from .records import Labelling, Shape
@@ -94,7 +95,7 @@ def export_shape(shape: Shape, labelling: Labelling, out_dir: Path) -> list[Path
                "parts": [{"name": n, "color": palette[i].tolist(), **counts[n]}
                          for i, n in enumerate(names)],
                "unlabelled_points": int((point_labels < 0).sum())}
-    written.append(_write_text(out_dir / "labels.json", json.dumps(summary, indent=1)))
+    written.append(write_text(out_dir / "labels.json", json.dumps(summary, indent=1)))
     key = legend(part_entries(names, palette), width=480, size=18)
     written.append(_save_image(key, out_dir / "legend.png"))
     return written
@@ -137,30 +138,18 @@ def _write_labels(stem: Path, labels: np.ndarray) -> list[Path]:
     npy, txt = stem.with_suffix(".npy"), stem.with_suffix(".txt")
     for path, write in ((npy, lambda f: np.save(f, labels.astype(np.int32))),
                         (txt, lambda f: np.savetxt(f, labels, fmt="%d"))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             write(handle)
-        tmp.replace(path)
     return [npy, txt]
 
 
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def _save_image(image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 
 def _export(geometry: object, path: Path) -> Path:
-    """Write via a temporary name so a killed export leaves no truncated file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    geometry.export(tmp, file_type=path.suffix[1:])
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        geometry.export(tmp, file_type=path.suffix[1:])
     return path

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError, PartsegError
 from .pipeline import STAGE_VERSIONS, StageReport, progress, resolve_device, run_per_shape
 from .records import UNLABELLED, Cameras, Mesh, Shape, Views
@@ -529,7 +530,8 @@ def save_pngs(views: Views, out_dir: Path, prefix: str,
         key = legend(part_entries(names, palette), views.cameras.width)
     for view in range(views.n_views):
         path = out_dir / f"{prefix}_view{view:02d}.png"
-        Image.fromarray(views.rgb[view]).save(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(views.rgb[view]).save(tmp, format="PNG")
         paths.append(path)
         if label_img is not None:
             img = Image.fromarray(label_image(label_img[view], views.pixel_point[view] >= 0,
@@ -538,7 +540,8 @@ def save_pngs(views: Views, out_dir: Path, prefix: str,
             sheet.paste(img, (0, 0))
             sheet.paste(key, (0, img.height))
             path = out_dir / f"{prefix}_view{view:02d}_labels.png"
-            sheet.save(path)
+            with atomic_path(path) as tmp:
+                sheet.save(tmp, format="PNG")
             paths.append(path)
     return paths
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import PartsegError
 from .palette import (
     ERROR_CLASSES,
@@ -264,8 +265,7 @@ def shape_pictures(workspace: Workspace, shape_id: str, out_dir: Path,
                  f"{cameras.azimuths[view]:.0f}" if len(cameras.elevations) > view else "")
         caption = f"{shape_id} ({data.shape.category or 'no category'}): view {view}{angle}"
         path = out_dir / f"{shape_id}_view{view:02d}.png"
-        tmp = path.with_name(f".{path.name}.tmp")
-        _sheet(panels, key, caption).save(tmp, format="PNG")
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            _sheet(panels, key, caption).save(tmp, format="PNG")
         written.append(path)
     return written

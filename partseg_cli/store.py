@@ -611,8 +611,8 @@ class _writing:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: Any) -> bool:
         if isinstance(exc, OSError):
-            where = exc.filename if exc.filename is not None else self.path
-            raise WriteError(f"cannot write {os_error_line(exc, where)}") from exc
+            # the artifact or folder meant, not the temporary name under .tmp/
+            raise WriteError(f"cannot write {os_error_line(exc, self.path)}") from exc
         return False
 
 
