@@ -23,10 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import cc3d
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from .errors import PartsegError, StoreError
 from .pipeline import StageReport, is_fresh, run_per_shape
@@ -140,6 +137,9 @@ def units_from_pixel_maps(maps: PixelMaps, pixel_point: np.ndarray, n_points: in
     same mean over each masked point's pixels in the component (Y^d_n).
     Returns KnowledgeUnits, source_index = component number within its view, "pixels".
     """
+    import cc3d  # imported here, as scipy: a cached run does not need them
+    from scipy import ndimage
+
     n_views = pixel_point.shape[0]
     n_parts = maps.probs.shape[-1]
     counts = _pixel_counts(pixel_point, n_points)
@@ -234,6 +234,8 @@ def face_labels_from_points(points: np.ndarray, point_probs_or_labels: np.ndarra
         values = onehot
     centroids = np.asarray(mesh_vertices, np.float64)[np.asarray(mesh_faces)].mean(axis=1)
     k = min(k, len(points))
+    from scipy.spatial import cKDTree
+
     _, nearest = cKDTree(np.asarray(points, np.float64)).query(centroids, k=k)
     nearest = nearest.reshape(len(centroids), k)
     votes = values[nearest].sum(axis=1)  # (F, P)
@@ -334,6 +336,9 @@ def _resolve_source(workspace: Workspace, scope: str, source: str) -> str:
         return "masks"  # masks refined from the boxes stored now, not from older ones
     if not workspace.exists(scope, "detect"):
         return "boxes"  # the stage key then reports the missing `detect` output
+    kind = (workspace.info(scope, "detect") or {}).get("params", {}).get("kind")
+    if kind in ("boxes", "pixels"):
+        return kind  # from the attributes alone: opening the arrays costs a cached run
     probe = workspace.read(scope, "detect", names=["view"])
     return "boxes" if "view" in probe.arrays else "pixels"
 

@@ -320,13 +320,12 @@ def detect(
 ) -> None:
     """Ask a 2D teacher where the parts are in every rendered view."""
     from . import detect as stage
-    from .pipeline import resolve_device
 
     workspace, ids = _open(work, shape_id, shard)
     config = stage.DetectConfig(teacher=teacher, model=model, parts=_parts(parts),
                                 prompt=prompt or stage.DEFAULT_TEMPLATE, threshold=threshold,
                                 preset=preset, seed=seed, batch_size=batch_size,
-                                device=resolve_device(device))
+                                device=device)
     report = stage.run(workspace, ids, config, force)
     if png:
         _pictures(workspace, ids, png, None, report)
@@ -356,11 +355,10 @@ def sam_refine(
 ) -> None:
     """Refine every detected box into a mask with SAM."""
     from . import sam_refine as stage
-    from .pipeline import resolve_device
 
     workspace, ids = _open(work, shape_id, shard)
     config = stage.RefineConfig(model=model, checkpoint=str(checkpoint) if checkpoint else None,
-                                model_type=model_type, seed=seed, device=resolve_device(device))
+                                model_type=model_type, seed=seed, device=device)
     report = stage.run(workspace, ids, config, force)
     if png:
         _pictures(workspace, ids, png, None, report)
@@ -576,11 +574,10 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     from . import render as render_stage
     from . import superpoints as superpoints_stage
     from . import vote as vote_stage
-    from .pipeline import resolve_device
 
     if distill_mode not in ("none", "tta", "pre"):
         raise PartsegError(f"--distill: choose none, tta or pre, not {distill_mode!r}")
-    device = resolve_device(device)
+    # "auto" is resolved by the stages that load a model: a cached run never imports torch
     loaded = _load_inputs(inputs, work, backend, points, seed, force, shard)
     if loaded is None:
         return

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from partseg_cli import records
 from partseg_cli.errors import ModelError, PartsegError, first_line
@@ -36,6 +34,8 @@ from partseg_cli.records import Boxes, PixelMaps, Shape
 from partseg_cli.store import Workspace, shape_scope
 
 if TYPE_CHECKING:
+    import torch
+
     from partseg_cli.trained_teacher import TrainedTeacher
 
 DEFAULT_MODELS = {
@@ -94,6 +94,8 @@ def token_part_map(offsets: np.ndarray, special: np.ndarray, spans: np.ndarray) 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of XYXY boxes a (N, 4) and b (M, 4) -> (N, M)."""
+    import torch
+
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
@@ -113,6 +115,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5,
     threshold. That is solved as a fixed point over the whole IoU matrix: after k rounds
     the first k boxes (by score) are final, and it usually settles in a few rounds.
     """
+    import torch
+
     order = torch.argsort(scores, descending=True, stable=True)
     b = boxes[order].float()
     overlap = box_iou(b, b) > iou_threshold
@@ -131,6 +135,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5,
 
 def cxcywh_to_xyxy(boxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Normalised (..., 4) centre/size boxes -> XYXY pixels; scale (..., 2) = (sx, sy)."""
+    import torch
+
     centre, size = boxes[..., :2], boxes[..., 2:]
     return torch.cat([centre - size / 2, centre + size / 2], dim=-1) * scale.repeat(1, 2)
 
@@ -161,6 +167,8 @@ def from_pretrained(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
 
 def torch_device(device: str) -> torch.device:
     """"cpu", "cuda[:i]" or "auto" -> torch.device; ModelError when CUDA is asked for but absent."""
+    import torch
+
     device = resolve_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} requested but CUDA is not available; use --device cpu")
@@ -200,10 +208,11 @@ class BoxTeacher(ABC):
         (n, Q, 4) XYXY original pixels, features (n, Q, D))."""
 
     def _inputs(self, **kwargs: Any) -> dict[str, torch.Tensor]:
+        import torch
+
         enc = self.processor(return_tensors="pt", **kwargs)
         return {k: v.to(self.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
-    @torch.inference_mode()
     def detect(self, images: np.ndarray, part_names: list[str],
                prompt_template: str = DEFAULT_TEMPLATE, threshold: float = 0.1,
                batch_size: int = 4, category: str = "", nms_iou: float = 0.5) -> records.Boxes:
@@ -214,6 +223,17 @@ class BoxTeacher(ABC):
         which a lower-scoring box of the same part and view is suppressed. Returns Boxes in
         original pixel coordinates (XYXY), ordered by view then decreasing confidence.
         """
+        import torch
+
+        with torch.inference_mode():
+            return self._detect(images, part_names, prompt_template, threshold, batch_size,
+                                category, nms_iou)
+
+    def _detect(self, images: np.ndarray, part_names: list[str], prompt_template: str,
+                threshold: float, batch_size: int, category: str, nms_iou: float
+                ) -> records.Boxes:
+        import torch
+
         _check_images(images)
         if not part_names:
             raise ValueError("no part names to detect")
@@ -260,6 +280,8 @@ class OwlTeacher(BoxTeacher):
         self.pads_to_square = pads_to_square
 
     def _predict(self, images, part_names, template, category):
+        import torch
+
         prompts = format_prompts(part_names, template, category)
         # OWL text encoders take 16 tokens; truncation keeps an over-long prompt usable
         enc = self._inputs(text=[prompts] * len(images), images=images, truncation=True)
@@ -268,7 +290,7 @@ class OwlTeacher(BoxTeacher):
         size = (max(width, height),) * 2 if self.pads_to_square else (width, height)
         scale = torch.tensor([size], dtype=out.pred_boxes.dtype, device=out.pred_boxes.device)
         boxes = cxcywh_to_xyxy(out.pred_boxes, scale)
-        return nn.functional.logsigmoid(out.logits), boxes, out.class_embeds
+        return torch.nn.functional.logsigmoid(out.logits), boxes, out.class_embeds
 
 
 class GroundingDinoTeacher(BoxTeacher):
@@ -277,6 +299,8 @@ class GroundingDinoTeacher(BoxTeacher):
     query (d_model = 256 for the released models, like GLIP's 256-d box features)."""
 
     def _predict(self, images, part_names, template, category):
+        import torch
+
         caption, spans = grounding_caption(part_names, template, category)
         tok = self.processor.tokenizer(caption, return_offsets_mapping=True,
                                        return_special_tokens_mask=True)
@@ -292,7 +316,7 @@ class GroundingDinoTeacher(BoxTeacher):
                            max_length=max_len)
         out = self.model(**enc)
         n_tok = min(part_tokens.shape[1], out.logits.shape[-1])
-        token_scores = nn.functional.logsigmoid(out.logits[..., :n_tok])  # (n, Q, L)
+        token_scores = torch.nn.functional.logsigmoid(out.logits[..., :n_tok])  # (n, Q, L)
         mask = torch.as_tensor(part_tokens[:, :n_tok], device=token_scores.device)
         scores = token_scores[:, :, None, :].masked_fill(~mask, -torch.inf).amax(dim=-1)
         height, width = images[0].shape[:2]
@@ -315,7 +339,6 @@ class PixelTeacher:
         self.device = device
         self.model_name = model_name
 
-    @torch.inference_mode()
     def segment(self, images: np.ndarray, part_names: list[str],
                 prompt_template: str = DEFAULT_TEMPLATE, batch_size: int = 4,
                 category: str = "") -> records.PixelMaps:
@@ -324,6 +347,15 @@ class PixelTeacher:
         The vision encoder runs once per view; only CLIPSeg's light decoder runs per
         (view, part) pair, conditioned on the part's text embedding.
         """
+        import torch
+
+        with torch.inference_mode():
+            return self._segment(images, part_names, prompt_template, batch_size, category)
+
+    def _segment(self, images: np.ndarray, part_names: list[str], prompt_template: str,
+                 batch_size: int, category: str) -> records.PixelMaps:
+        import torch
+
         _check_images(images)
         if not part_names:
             raise ValueError("no part names to segment")

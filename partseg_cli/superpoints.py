@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .pipeline import StageReport, run_per_shape
 from .records import Shape, Superpoints
@@ -69,6 +68,8 @@ def knn_edges(points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nd
     """
     n = points.shape[0]
     kq = min(k + 1, n)
+    from scipy.spatial import cKDTree
+
     dist, idx = cKDTree(points).query(points, k=kq)
     dist = dist.reshape(n, kq)
     idx = idx.reshape(n, kq)
@@ -158,6 +159,8 @@ def merge_small_components(points: np.ndarray, labels: np.ndarray, min_size: int
         return labels
     large_idx = np.flatnonzero(~small)
     small_idx = np.flatnonzero(small)
+    from scipy.spatial import cKDTree
+
     dist, nearest = cKDTree(points[large_idx]).query(points[small_idx], k=1)
     # Per small component, pick its point with the smallest distance to a large point:
     # sort by (component, distance) and keep the first row of each component.

@@ -11,10 +11,9 @@ predicted box of its part in some view.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
 from .backproject import face_labels_from_points, teacher_output, visible_points
 from .errors import StoreError
@@ -22,6 +21,9 @@ from .pipeline import StageReport, run_per_shape
 from .records import Boxes, KnowledgeUnits, Labelling, Mesh, Shape, Superpoints
 from .store import Workspace, shape_scope
 from .superpoints import superpoint_adjacency
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 SMALL_PARTS = ("handle", "button", "wheel", "knob", "switch", "bulb", "shaft", "touchpad",
                "camera", "screw")
@@ -122,6 +124,9 @@ def vote_instances(units: KnowledgeUnits, boxes: Boxes, visible: np.ndarray,
         own_part = units.labels[:, None] == sp_label[a][None, :]
         link = fraction_distance(frac[:, a], frac[:, b], own_part) < feature_distance
         a, b = a[link], b[link]
+    from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
+
     graph = sparse.coo_matrix((np.ones(a.size), (a, b)), shape=(n_sp, n_sp))
     _, component = connected_components(graph, directed=False)
     labelled = sp_label >= 0
@@ -256,6 +261,8 @@ def run(workspace: Workspace, shape_ids: list[str], config: VoteConfig,
 
 def _onehot(superpoints: np.ndarray, n_sp: int) -> sparse.csr_matrix:
     """(N, K) sparse point -> superpoint membership."""
+    from scipy import sparse
+
     n = superpoints.shape[0]
     return sparse.csr_matrix((np.ones(n), (np.arange(n), superpoints)), shape=(n, n_sp))
 
