@@ -52,11 +52,26 @@ Device = Annotated[str, typer.Option(help="Torch device: auto (CUDA when present
 Seed = Annotated[int, typer.Option(help="Random seed; equal seeds give equal results.")]
 
 
+MAX_NOTE_LINES = 10  # per stage, of per-shape counts and of warnings
+
+
 def finish(reports: list[StageReport]) -> None:
     """Print what each stage did; list failed shapes and exit 1 if there were any."""
     failed: dict[str, str] = {}
     for report in reports:
         typer.echo(report.summary(), err=True)
+        counts = [(sid, n.counts) for sid, n in report.notes.items() if n.labelling]
+        for sid, text in counts[:MAX_NOTE_LINES]:
+            typer.echo(f"  {sid}: {text}", err=True)
+        if len(counts) > MAX_NOTE_LINES:
+            typer.echo(f"  ... {len(counts) - MAX_NOTE_LINES} more shapes (`partseg report` "
+                       "lists them all)", err=True)
+        lines = report.warning_lines()
+        for line in lines[:MAX_NOTE_LINES]:
+            typer.echo(f"partseg: warning: {line}", err=True)
+        if len(lines) > MAX_NOTE_LINES:
+            typer.echo(f"partseg: warning: ... and {len(lines) - MAX_NOTE_LINES} more "
+                       f"{report.stage} warnings (`partseg report` lists them all)", err=True)
         for shape_id, problem in report.failed.items():
             failed.setdefault(shape_id, f"{report.stage}: {problem}")
     if failed:
@@ -291,6 +306,15 @@ Teacher = Annotated[str, typer.Option(
 Parts = Annotated[str | None, typer.Option(
     help="Comma-separated part names to ask for (default: the dataset's part names, "
          "else the built-in ShapeNetPart/PartNetE table for the category).")]
+Category = Annotated[str | None, typer.Option(
+    help="Object noun for {category} in the prompts (default: the shape's category; a "
+         "single file has none, giving \"object\", a plain folder lends its name). "
+         "Names are cleaned for prompting: \"StorageFurniture\" -> \"storage furniture\", "
+         "\"frame_horizontal_bar\" -> \"frame horizontal bar\".")]
+Prompt = Annotated[str | None, typer.Option(
+    help="Prompt template of a text-prompted teacher; {part} and {category} are filled "
+         "in (default \"a {part} of a {category}\"). The text sent is stored with the "
+         "detections (`partseg report` shows it).")]
 
 
 @app.command()
@@ -302,8 +326,8 @@ def detect(
              "google/owlv2-base-patch16-ensemble); for --teacher trained, the folder "
              "written by `partseg train-teacher`.")] = None,
     parts: Parts = None,
-    prompt: Annotated[str | None, typer.Option(
-        help="Prompt template; {part} and {category} are filled in.")] = None,
+    prompt: Prompt = None,
+    category: Category = None,
     threshold: Annotated[float, typer.Option(help="Box score threshold.")] = 0.1,
     preset: Annotated[str, typer.Option(help="Noise preset of the simulated teacher: "
                                         "glip-like, weak, clean; glip-like-leaky is the "
@@ -323,9 +347,9 @@ def detect(
 
     workspace, ids = _open(work, shape_id, shard)
     config = stage.DetectConfig(teacher=teacher, model=model, parts=_parts(parts),
-                                prompt=prompt or stage.DEFAULT_TEMPLATE, threshold=threshold,
-                                preset=preset, seed=seed, batch_size=batch_size,
-                                device=device)
+                                prompt=prompt or stage.DEFAULT_TEMPLATE, category=category,
+                                threshold=threshold, preset=preset, seed=seed,
+                                batch_size=batch_size, device=device)
     report = stage.run(workspace, ids, config, force)
     if png:
         _pictures(workspace, ids, png, None, report)
@@ -566,7 +590,8 @@ def evaluate(
 def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
               parts: str | None, sam: str | None, distill_mode: str, views: int,
               resolution: int, points: int, preset: str, backend: str | None, seed: int,
-              device: str, force: bool, shard: str | None = None) -> None:
+              device: str, force: bool, shard: str | None = None,
+              prompt: str | None = None, category: str | None = None) -> None:
     """Every stage in order over ``inputs``, cached; prints the evaluation when labelled."""
     from . import backproject as backproject_stage
     from . import detect as detect_stage
@@ -593,7 +618,8 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
         force))
     reports.append(detect_stage.run(workspace, alive(), detect_stage.DetectConfig(
         teacher=teacher, model=model, parts=_parts(parts), preset=preset, seed=seed,
-        device=device), force))
+        device=device, prompt=prompt or detect_stage.DEFAULT_TEMPLATE, category=category),
+        force))
     if sam:
         from . import sam_refine as sam_stage
 
@@ -648,6 +674,8 @@ def run_all(
     teacher: Teacher = "owlv2",
     model: Model = None,
     parts: Parts = None,
+    prompt: Prompt = None,
+    category: Category = None,
     sam: Sam = None,
     distill: Annotated[str, typer.Option(
         help="After voting, also distil a 3D student: none, tta or pre.")] = "none",
@@ -667,7 +695,7 @@ def run_all(
     (with --distill), then evaluate when the shapes have ground truth.
     """
     _pipeline(inputs, work, teacher, model, parts, sam, distill, views, resolution, points,
-              preset, backend, seed, device, force, shard)
+              preset, backend, seed, device, force, shard, prompt, category)
 
 
 def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
@@ -713,6 +741,8 @@ def distill(
     teacher: Teacher = "owlv2",
     model: Model = None,
     parts: Parts = None,
+    prompt: Prompt = None,
+    category: Category = None,
     labels: Annotated[Path | None, typer.Option(
         help="Few-shot: a folder of labelled shapes (any supported dataset layout) whose "
              "cross-entropy is added; needs --mode pre.")] = None,
@@ -755,7 +785,7 @@ def distill(
     if shape is not None:
         work = work or Path("runs") / shape.stem
         _pipeline([shape], work, teacher, model, parts, None, "none", 10, 800, 10000,
-                  "glip-like", None, seed, device, force)
+                  "glip-like", None, seed, device, force, prompt=prompt, category=category)
     if work is None:
         raise PartsegError("give a workspace (WORK) or a shape file (--shape FILE)")
     workspace, everything = _open(work, shape_id)

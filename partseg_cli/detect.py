@@ -12,12 +12,17 @@ installable (reference-details.md, "2D teachers").
 
 Prompts: each part gets one phrase, `prompt_template.format(part=..., category=...)`.
 The default "a {part} of a {category}" names the object so that "leg of a chair" is
-not confused with a human leg; an empty category becomes "object".
+not confused with a human leg; an empty category becomes "object". Names are cleaned
+first (`prompt_name`: "frame_horizontal_bar" -> "frame horizontal bar",
+"StorageFurniture" -> "storage furniture"); `--category` replaces a shape's category
+(a single file has none, a plain folder lends its own name). The text actually sent
+is stored with the detections (``Boxes.prompts`` / ``PixelMaps.prompts``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -51,16 +56,25 @@ DEFAULT_CATEGORY = "object"  # fills {category} when the shape has none
 # --- prompts --------------------------------------------------------------------------
 
 
+def prompt_name(name: str) -> str:
+    """A dataset's part or category name as words: underscores and hyphens become
+    spaces, CamelCase is split, and it is lowercased ("StorageFurniture" -> "storage
+    furniture", "frame_horizontal_bar" -> "frame horizontal bar")."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ").replace("-", " ")
+    return " ".join(words.split()).lower()
+
+
 def format_prompts(part_names: list[str], template: str = DEFAULT_TEMPLATE,
                    category: str = "") -> list[str]:
-    """One text query per part: `template` with {part} and {category} filled in.
+    """One text query per part: `template` with {part} and {category} filled in, both
+    cleaned by `prompt_name`.
 
     Raises ValueError when the template lacks {part} (every query would be the same).
     """
     if "{part}" not in template:
         raise ValueError(f"prompt template {template!r} must contain {{part}}")
-    category = category.strip() or DEFAULT_CATEGORY
-    return [template.format(part=name, category=category) for name in part_names]
+    category = prompt_name(category) or DEFAULT_CATEGORY
+    return [template.format(part=prompt_name(name), category=category) for name in part_names]
 
 
 def grounding_caption(part_names: list[str], template: str = DEFAULT_TEMPLATE,
@@ -75,7 +89,8 @@ def grounding_caption(part_names: list[str], template: str = DEFAULT_TEMPLATE,
     prefix_len = len(format_prompts(["\0"], template, category)[0].split("\0")[0])
     starts = np.cumsum([0] + [len(p) + 3 for p in phrases[:-1]])  # 3 = len(" . ")
     name_start = starts + prefix_len
-    spans = np.stack([name_start, name_start + [len(n) for n in part_names]], axis=1)
+    spans = np.stack([name_start, name_start + [len(prompt_name(n)) for n in part_names]],
+                     axis=1)
     return " . ".join(phrases) + " .", spans.astype(np.int64)
 
 
@@ -266,7 +281,12 @@ class BoxTeacher(ABC):
             features=feat.float().cpu().numpy(),
             part_names=list(part_names),
             teacher=f"{self.name}:{self.model_name}",
+            prompts=self.prompts(part_names, prompt_template, category),
         )
+
+    def prompts(self, part_names: list[str], template: str, category: str) -> list[str]:
+        """The text the model is given: one query per part."""
+        return format_prompts(part_names, template, category)
 
 
 class OwlTeacher(BoxTeacher):
@@ -324,6 +344,9 @@ class GroundingDinoTeacher(BoxTeacher):
                              device=out.pred_boxes.device)
         return scores, cxcywh_to_xyxy(out.pred_boxes, scale), out.last_hidden_state
 
+    def prompts(self, part_names: list[str], template: str, category: str) -> list[str]:
+        return [grounding_caption(part_names, template, category)[0]]  # one caption
+
 
 # --- pixel teachers -------------------------------------------------------------------
 
@@ -377,7 +400,7 @@ class PixelTeacher:
             out[start:start + len(batch)] = (probs.sigmoid().permute(0, 2, 3, 1)
                                              .half().cpu().numpy())
         return records.PixelMaps(probs=out, part_names=list(part_names),
-                                 teacher=f"{self.name}:{self.model_name}")
+                                 teacher=f"{self.name}:{self.model_name}", prompts=prompts)
 
     def _decode(self, pixels: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """pixels (n, 3, s, s), cond (P, D) -> logits (n, P, s, s); same as the model's
@@ -475,6 +498,7 @@ class DetectConfig:
     model: str | None = None
     parts: list[str] | None = None
     prompt: str = DEFAULT_TEMPLATE
+    category: str | None = None  # the object noun in prompts; default the shape's own
     threshold: float = 0.1
     preset: str = "glip-like"
     seed: int = 0
@@ -489,7 +513,8 @@ class DetectConfig:
             params.update(threshold=self.threshold)
         else:
             params.update(model=self.model or DEFAULT_MODELS[self.teacher],
-                          prompt=self.prompt, threshold=self.threshold)
+                          prompt=self.prompt, category=self.category,
+                          threshold=self.threshold)
         return params
 
 
@@ -529,6 +554,12 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
     if config.teacher not in known:
         raise PartsegError(f"unknown teacher {config.teacher!r}; choose one of "
                            f"{', '.join(known)}")
+    if config.teacher in (*BOX_TEACHERS, *PIXEL_TEACHERS):
+        try:  # a bad template fails here in one line, not on every shape
+            format_prompts(["part"], config.prompt, "object")
+        except (ValueError, KeyError, IndexError) as exc:
+            raise PartsegError(f"--prompt {config.prompt!r}: use {{part}} and optionally "
+                               f"{{category}}, e.g. {DEFAULT_TEMPLATE!r} ({exc})") from exc
     teacher = None
     params = config.key_params()
     trained_on: list[str] = []
@@ -574,11 +605,12 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         if teacher is None:  # loaded once, on the first shape that needs it
             teacher = load_teacher(config.teacher, config.model, config.device)
         images = workspace.read(scope, "render", ["rgb"]).arrays["rgb"]
+        category = config.category if config.category is not None else shape.category
         if config.teacher in PIXEL_TEACHERS:
             return teacher.segment(images, part_names, config.prompt, config.batch_size,
-                                   shape.category)
+                                   category)
         return teacher.detect(images, part_names, config.prompt, config.threshold,
-                              config.batch_size, shape.category)
+                              config.batch_size, category)
 
     pixel_kind = config.teacher in PIXEL_TEACHERS or config.teacher.endswith("-pixels")
     params["kind"] = "pixels" if pixel_kind else "boxes"

@@ -17,6 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .errors import ModelError, PartsegError, StoreError
+from .notes import Notes, record_notes, warning_summary
 from .store import Workspace, content_key, shape_scope
 
 # Bump a stage's number when its stored format or its math changes: old outputs are
@@ -24,7 +25,7 @@ from .store import Workspace, content_key, shape_scope
 STAGE_VERSIONS: dict[str, int] = {
     "shape": 1,
     "render": 1,
-    "detect": 1,
+    "detect": 2,  # 2: cleaned prompt names, the prompts sent stored
     "sam-refine": 1,
     "superpoints": 1,
     "backproject": 2,  # 2: units carry the teacher's part probabilities Y^d
@@ -44,13 +45,23 @@ class StageReport:
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # per shape, the counts and warnings of its stored output (computed or cached)
+    notes: dict[str, Notes] = field(default_factory=dict)
 
     def summary(self) -> str:
         text = (f"{self.stage}: {len(self.computed)} computed, "
                 f"{len(self.skipped)} cached")
         if self.failed:
             text += f", {len(self.failed)} failed"
+        kinds = [kind for n in self.notes.values() for kind, _ in n.warnings]
+        if kinds:
+            text += f"; warnings: {warning_summary(kinds)}"
         return text
+
+    def warning_lines(self) -> list[str]:
+        """One line per warning: "<stage>: <shape>: <message>"."""
+        return [f"{self.stage}: {sid}: {message}" for sid, n in self.notes.items()
+                for _, message in n.warnings]
 
 
 def progress(iterable: Iterable[Any], desc: str, total: int | None = None,
@@ -108,12 +119,18 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
             key = stage_key(workspace, scope, stage, params, inputs)
             if not force and workspace.cached_key(scope, stage) == key:
                 report.skipped.append(shape_id)
+                if (stored := workspace.notes(scope, stage)) is not None:
+                    report.notes[shape_id] = Notes.from_json(stored)
                 continue
             record = compute(shape_id)
             extra = None
             if isinstance(record, tuple):  # (record, extra arrays stored beside it)
                 record, extra = record
-            workspace.write(scope, stage, record, key=key, params=params, extra_arrays=extra)
+            notes = record_notes(record)
+            workspace.write(scope, stage, record, key=key, params=params, extra_arrays=extra,
+                            notes=notes.to_json() if notes else None)
+            if notes:
+                report.notes[shape_id] = notes
             report.computed.append(shape_id)
         except ModelError:
             raise  # a model that cannot load fails every shape alike: stop at once

@@ -117,6 +117,7 @@ class Boxes:
     part_names: list[str] = field(default_factory=list)
     teacher: str = ""
     training_shape: bool = False  # the (trained) teacher learned from this shape
+    prompts: list[str] = field(default_factory=list)  # the text sent (empty: not prompted)
 
     @property
     def labels(self) -> np.ndarray:
@@ -137,6 +138,7 @@ class PixelMaps:
     part_names: list[str] = field(default_factory=list)
     teacher: str = ""
     training_shape: bool = False  # the (trained) teacher learned from this shape
+    prompts: list[str] = field(default_factory=list)  # the text sent (empty: not prompted)
 
 
 @dataclass

@@ -331,6 +331,15 @@ class Workspace:
         info = self.info(scope, stage)
         return None if info is None else info.get("key")
 
+    def notes(self, scope: str, stage: str) -> dict[str, Any] | None:
+        """The notes stored with an artifact (counts and warnings), from its metadata
+        alone; None when absent or unreadable (a cached stage then reports none)."""
+        try:
+            return self._backend.read_attrs(self._path(scope, stage)).get(
+                "partseg", {}).get("notes")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
     def cached_key(self, scope: str, stage: str) -> str | None:
         """The stored key for deciding whether a stage can be skipped: None when the
         artifact is absent or corrupt (then with a warning: this run recomputes it)."""
@@ -413,8 +422,10 @@ class Workspace:
 
     def write(self, scope: str, stage: str, record: Any, key: str,
               params: dict[str, Any] | None = None,
-              extra_arrays: dict[str, np.ndarray] | None = None) -> None:
-        """Store ``record`` (a dataclass from records.py) atomically under scope/stage.
+              extra_arrays: dict[str, np.ndarray] | None = None,
+              notes: dict[str, Any] | None = None) -> None:
+        """Store ``record`` (a dataclass from records.py) atomically under scope/stage,
+        with ``notes`` (notes.Notes.to_json: counts and warnings) in its provenance.
 
         Each array's checksum is recorded beside it for `read` to verify. A file-system
         failure (read-only folder, full disk) raises WriteError; what was stored before
@@ -428,6 +439,8 @@ class Workspace:
         attrs["partseg"] = {"key": key, "stage": stage, "params": params or {},
                             "created": time.time(), "version": __version__, "id": write_id,
                             "arrays": {name: _checksum(value) for name, value in arrays.items()}}
+        if notes:
+            attrs["partseg"]["notes"] = notes
         final = self._path(scope, stage)
         tmp = self.tmp_root / (self._tmp_name("w") + self._backend.suffix)
         with _writing(final):
