@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from . import __version__
-from .errors import PartsegError, WriteError, first_line, os_error_line
+from .errors import InputError, PartsegError, WriteError, first_line, os_error_line
 from .pipeline import StageReport
 
 if TYPE_CHECKING:
@@ -828,7 +828,9 @@ def rescore(
 
 @app.command()
 def adapt(
-    work: Work,
+    work: Annotated[Path | None, typer.Argument(
+        help="Workspace folder (made by `partseg render`/`run`); with --labels it defaults "
+             "to runs/<--shape file stem>.", show_default=False)] = None,
     method: Annotated[str, typer.Option(
         help="Few-shot method: partstad (learned box weights, Kim & Sung 2024) or bipart.")
                       ] = "partstad",
@@ -887,6 +889,21 @@ def adapt(
     blocks: Annotated[int | None, typer.Option(
         help="BiPart: Point Transformer blocks of the extractor (paper 2; 0 = none, "
              "Table 3's ablation).")] = None,
+    labels: Annotated[Path | None, typer.Option(
+        help="Train on a folder of labelled shapes (any supported dataset layout, e.g. "
+             "few_shot/Chair): they, and --shape, go through `run`'s stages (--teacher, "
+             "--model, --parts, --sam) into WORK first; saved as --model-name (default "
+             "<method>-<folder name>).")] = None,
+    shape: Annotated[Path | None, typer.Option(
+        help="With --labels: the shape file to label (only it is labelled besides the "
+             "training shapes).")] = None,
+    teacher: Teacher = "owlv2",
+    model: Model = None,
+    parts: Parts = None,
+    sam: Sam = None,
+    views: ViewCount = 10,
+    resolution: Resolution = 800,
+    points: Points = 10000,
     shape_id: Shapes = None,
     shard: Shard = None,
     seed: Seed = 0,
@@ -901,6 +918,22 @@ def adapt(
     from . import adapt as stage
     from .pipeline import resolve_device
 
+    if labels is not None:
+        if train_ids or apply:
+            raise PartsegError("--labels trains on that folder: give it without "
+                               "--train-ids / --apply")
+        work = work or Path("runs") / (shape.stem if shape is not None else labels.name)
+        train_ids, targets = _few_shot_inputs(labels, shape)
+        _pipeline([labels] + ([shape] if shape is not None else []), work, teacher, model,
+                  parts, sam, "none", views, resolution, points, "glip-like", None, seed,
+                  device, force)
+        model_name = model_name or f"{method}-{labels.name}"
+        shape_id = shape_id or targets or train_ids
+    elif shape is not None:
+        raise PartsegError("--shape needs --labels DIR (the labelled shapes to train on)")
+    if work is None:
+        raise PartsegError("give a workspace (WORK) or a folder of labelled shapes "
+                           "(--labels DIR)")
     workspace, ids = _open(work, shape_id, shard)
     options = {"loss": loss, "weights": weights, "null_lr": null_lr, "threshold": threshold,
                "instances": instances}
@@ -914,6 +947,18 @@ def adapt(
                                options={k: v for k, v in options.items() if v is not None})
     finish(stage.run(method, workspace, ids, config, force))
 
+
+
+def _few_shot_inputs(labels: Path, shape: Path | None) -> tuple[list[str], list[str]]:
+    """Shape ids of the labelled folder (the training shapes) and of the file to label;
+    one line when the folder holds no labelled shape."""
+    from .shapes import discover
+
+    found, _ = discover(labels)
+    if not found:
+        raise InputError(labels, "no labelled shapes found in this folder")
+    targets = [s.shape_id for s in discover(shape)[0]] if shape is not None else []
+    return [s.shape_id for s in found], targets
 
 
 @app.command("train-teacher")

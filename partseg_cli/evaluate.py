@@ -111,6 +111,7 @@ class ShapeEval:
     pred_instances: np.ndarray | None = None
     pred_instance_labels: np.ndarray | None = None
     pred_instance_scores: np.ndarray | None = None
+    gt_instances_derived: bool = False  # gt_instances from `derived_instances`
 
     @property
     def has_faces(self) -> bool:
@@ -160,6 +161,8 @@ class EvalReport:
     # {"precision" | "recall" | "auroc" | "auroc_after": {category: x, "mean": y}}: the
     # teacher's boxes against ground-truth part components (run only; box teachers only)
     teacher_boxes: dict[str, dict[str, float]] | None = None
+    # shapes whose ground-truth instances were derived (`derived_instances`), not given
+    derived_instance_shapes: int = 0
 
     def table(self, parts: bool = True) -> str:
         """Fixed-width terminal table, percentages with one decimal ("-" = undefined).
@@ -196,6 +199,10 @@ class EvalReport:
         lines.append("-" * len(header))
         lines.append(f"{OVERALL:<{width}}  {sum(self.n_shapes.values()):>6}"
                      + "".join(cell(None, label, k) for label, k in cols))
+        if self.derived_instance_shapes:
+            lines.append(f"mAP50: ground-truth instances of {self.derived_instance_shapes} "
+                         "shape(s) derived as connected same-part regions (the data gives "
+                         "none)")
         inst = self.domains["points"].instance_miou
         if not math.isnan(inst):
             lines.append(f"instance-average point mIoU (mean over shapes): {_pct(inst)}")
@@ -234,6 +241,8 @@ class EvalReport:
         "teacher_boxes" (means over categories; null without --teacher-2d or box teacher).
         ``training_shapes``: {"shape_ids": [...], "report": this same schema} for the
         shapes the method learned from (kept out of every figure above), or null.
+        ``derived_instance_shapes``: how many shapes' mAP50 ground-truth instances were
+        derived (`derived_instances`) because the data gives none.
         """
         overall: dict = {d: {"miou": _num(s.overall_miou), "instance_miou": _num(s.instance_miou)}
                          for d, s in self.domains.items()}
@@ -274,7 +283,8 @@ class EvalReport:
         training = None if self.training is None else {
             "shape_ids": list(self.training_ids), "report": self.training.to_json()}
         return {"schema": "partseg.eval/1", "convention": self.convention, "units": "fraction",
-                "overall": overall, "categories": categories, "training_shapes": training}
+                "overall": overall, "categories": categories, "training_shapes": training,
+                "derived_instance_shapes": self.derived_instance_shapes}
 
     def to_csv(self) -> str:
         """CSV text with header ``category,part,domain,value,count``.
@@ -471,6 +481,7 @@ def evaluate(items: list[ShapeEval], convention: str = "shapenetpart") -> EvalRe
         report.ap50_part_aware = instance_ap50(with_instances, part_aware=True)
         report.ap50_part_agnostic = instance_ap50(with_instances, part_aware=False)
         report.gt_instance_counts = _gt_instance_counts(with_instances)
+        report.derived_instance_shapes = sum(it.gt_instances_derived for it in with_instances)
     return report
 
 
@@ -718,6 +729,40 @@ def read_pred(pred: Path, shape_id: str) -> Labelling:
     return Labelling(point_labels=_read_pred_file(pred, shape_id))
 
 
+INSTANCE_LINK = 3.0  # derived instances: same-part points this many median spacings apart
+
+
+def derived_instances(points: np.ndarray, labels: np.ndarray, link: float = INSTANCE_LINK
+                      ) -> np.ndarray:
+    """Ground-truth instances for data that gives only part labels: the connected regions
+    of same-part points, two points linked when closer than ``link`` x the median
+    nearest-neighbour spacing (so a chair's four legs, which touch only the seat, are
+    four instances, and a back's slats joined by a rail are one).
+
+    points (N, 3), labels (N,) int, -1 unlabelled. Returns (N,) int32 instance ids, -1
+    on unlabelled points.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    labels = np.asarray(labels, np.int64)
+    out = np.full(labels.shape, -1, np.int32)
+    keep = np.flatnonzero(labels >= 0)
+    if keep.size == 0:
+        return out
+    tree = cKDTree(np.asarray(points, np.float64)[keep])
+    spacing, _ = tree.query(tree.data, k=2)
+    radius = link * float(np.median(spacing[:, 1])) if keep.size > 1 else 0.0
+    pairs = tree.query_pairs(radius, output_type="ndarray")
+    pairs = pairs[labels[keep][pairs[:, 0]] == labels[keep][pairs[:, 1]]]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                       shape=(keep.size, keep.size))
+    _, component = connected_components(graph, directed=False)
+    out[keep] = component.astype(np.int32)
+    return out
+
+
 def shape_eval(shape: Shape, labelling: Labelling) -> ShapeEval:
     """The ShapeEval of a stored shape (with ground truth) and a method's labelling.
 
@@ -737,8 +782,12 @@ def shape_eval(shape: Shape, labelling: Labelling) -> ShapeEval:
         item.gt_faces = np.asarray(mesh.face_labels)
         item.pred_faces = remap_labels(labelling.face_labels, labelling.part_names, names, where)
         item.face_areas = face_areas(mesh)
-    if shape.point_instances is not None and labelling.point_instances is not None:
-        item.gt_instances = np.asarray(shape.point_instances)
+    if labelling.point_instances is not None:
+        if shape.point_instances is not None:
+            item.gt_instances = np.asarray(shape.point_instances)
+        else:  # LabeledDB, ShapeNetPart, plain files: labels but no instances
+            item.gt_instances = derived_instances(shape.points, np.asarray(shape.point_labels))
+            item.gt_instances_derived = True
         item.pred_instances = np.asarray(labelling.point_instances)
         if labelling.instance_scores is not None:
             item.pred_instance_scores = np.asarray(labelling.instance_scores)
@@ -864,12 +913,13 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
             items.append(item)
         except PartsegError as exc:  # StoreError / InputError included: skip that shape
             failed[shape_id] = str(exc)
+    problems = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
     if not items and training:
         raise PartsegError(f"every scored shape is a training shape of '{method}' "
                            f"({len(training)}: the method learned from them); score shapes "
-                           "it did not train on")
+                           "it did not train on" + (f" (not scored: {problems})" if failed
+                                                    else ""))
     if not items:
-        problems = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
         raise PartsegError(f"no shape could be scored ({problems})")
     report = evaluate(items, convention)
     if training:

@@ -492,3 +492,40 @@ def test_training_shapes_are_reported_apart(tmp_path):
     assert data["categories"]["Toy"]["n_shapes"] == 1
     with pytest.raises(PartsegError, match="every scored shape is a training shape"):
         run(ws, ["seen"], "vote")
+
+
+def test_derived_instances_split_same_part_regions():
+    from partseg_cli.evaluate import derived_instances
+
+    # Two legs (label 1) 1.0 apart, a seat (label 0) between them touching both, and
+    # one unlabelled point: the legs are two instances although the seat joins them.
+    line = np.linspace(0, 0.2, 21)[:, None] * np.array([[0, 1, 0]])
+    legs = [line + [0, 0, 0], line + [1, 0, 0]]
+    seat = np.linspace(0, 1, 101)[:, None] * np.array([[1, 0, 0]]) + [0, 0.21, 0]
+    points = np.concatenate([*legs, seat, [[5, 5, 5]]])
+    labels = np.array([1] * 42 + [0] * 101 + [-1])
+    inst = derived_instances(points, labels)
+    assert inst[-1] == -1
+    assert len(set(inst[:21])) == 1 and len(set(inst[21:42])) == 1 and inst[0] != inst[21]
+    assert len(set(inst[42:143])) == 1 and inst[42] not in (inst[0], inst[21])
+
+
+def test_map50_with_derived_instances(tmp_path):
+    """Data without instance labels still gets mAP50 against derived instances."""
+    from partseg_cli.evaluate import run
+    from partseg_cli.records import Labelling, Shape
+    from partseg_cli.store import shape_scope
+
+    ws = _workspace(tmp_path)
+    shape = ws.read_record(shape_scope("toy"), "shape", Shape)
+    shape.points = np.array([[0, 0, 0], [0, 0, 1], [0.01, 0, 0], [0, 0, 1.01]], np.float32)
+    ws.write(shape_scope("toy"), "shape", shape, key="toy2")
+    # instances a = {0, 2}, b = {1, 3}: both found, the right part, score 1
+    labelling = Labelling(point_labels=np.array([0, 1, 0, 1], np.int32),
+                          point_instances=np.array([0, 1, 0, 1], np.int32),
+                          instance_scores=np.ones(2, np.float32), part_names=["a", "b"])
+    ws.write(shape_scope("toy"), "vote", labelling, key="v2")
+    report, _ = run(ws, ["toy"], "vote")
+    assert report.ap50_part_aware["mean"] == pytest.approx(1.0)
+    assert report.ap50_part_agnostic["mean"] == pytest.approx(1.0)
+    assert report.derived_instance_shapes == 1 and "derived" in report.table()

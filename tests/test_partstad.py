@@ -282,3 +282,36 @@ def test_cli_refuses_foreign_part_lists_and_featureless_boxes(capsys, monkeypatc
     workspace.write(scope, "detect", boxes, key=artifact.key, params=artifact.params)
     code, _, err = partseg(capsys, monkeypatch, "adapt", work, "--apply", "m")
     assert_one_line_error(code, err, "Chair_chair2", "no box features")
+
+
+def test_cli_labels_folder_and_one_shape_file(capsys, monkeypatch, tmp_path: Path):
+    """`adapt --labels DIR --shape FILE --parts ...`: the labelled folder and the file go
+    through the stages, PartSTAD trains on the folder and labels the file; evaluate
+    gives mIoU and mAP50 (instances derived: the OFF labels give none) with the
+    training shapes apart."""
+    few = tmp_path / "few" / "Chair"
+    few.mkdir(parents=True)
+    for i in (0, 1, 3):
+        for suffix in (".off", "_labels.txt"):
+            shutil.copy(EXAMPLES / "Chair" / f"chair{i}{suffix}", few)
+    shutil.copy(EXAMPLES / "Chair" / "chair2.off", tmp_path / "chair.off")
+    shutil.copy(EXAMPLES / "Chair" / "chair2_labels.txt", tmp_path / "chair_labels.txt")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = partseg(capsys, monkeypatch, "adapt", "--method", "partstad", "--labels",
+                           few, "--shape", "chair.off", "--parts", "arm,back,leg,seat",
+                           "--teacher", "simulated", *TINY, "--epochs", "2")
+    assert code == 0, err
+    assert "partstad train: 3 computed" in err and "partstad: 4 computed" in err
+    work = tmp_path / "runs" / "chair"
+    assert (work / "partstad-Chair" / "model.json").is_file()
+    code, out, err = partseg(capsys, monkeypatch, "evaluate", work, "--method", "partstad",
+                             "--json", tmp_path / "eval.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["overall"]["points"]["miou"] is not None
+    assert report["overall"]["ap50_part_aware"] is not None
+    assert report["overall"]["ap50_part_agnostic"] is not None
+    assert sorted(report["training_shapes"]["shape_ids"]) == [
+        "Chair_chair0", "Chair_chair1", "Chair_chair3"]
+    code, _, err = partseg(capsys, monkeypatch, "adapt", "--shape", "chair.off")
+    assert_one_line_error(code, err, "--labels")
