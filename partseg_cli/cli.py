@@ -641,7 +641,10 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)
                 and not evaluate_stage.teacher_trained_on(workspace, sid)]
     for method in methods if labelled else []:
-        report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart")
+        # No derived instances here: a fully cached `run` must not import scipy; the
+        # `evaluate` command gives mAP50 on data without instance labels.
+        report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart",
+                                       derive_instances=False)
         typer.echo(f"[{method}]")
         typer.echo(report.table())
     typer.echo(f"results in {work}; view them with `partseg export {work} --out OUT "

@@ -763,7 +763,8 @@ def derived_instances(points: np.ndarray, labels: np.ndarray, link: float = INST
     return out
 
 
-def shape_eval(shape: Shape, labelling: Labelling) -> ShapeEval:
+def shape_eval(shape: Shape, labelling: Labelling, derive_instances: bool = True
+               ) -> ShapeEval:
     """The ShapeEval of a stored shape (with ground truth) and a method's labelling.
 
     Predicted part indices are matched to the ground truth's by name when the labelling
@@ -785,10 +786,11 @@ def shape_eval(shape: Shape, labelling: Labelling) -> ShapeEval:
     if labelling.point_instances is not None:
         if shape.point_instances is not None:
             item.gt_instances = np.asarray(shape.point_instances)
-        else:  # LabeledDB, ShapeNetPart, plain files: labels but no instances
+        elif derive_instances:  # LabeledDB, ShapeNetPart, plain files: no instances
             item.gt_instances = derived_instances(shape.points, np.asarray(shape.point_labels))
             item.gt_instances_derived = True
-        item.pred_instances = np.asarray(labelling.point_instances)
+        if item.gt_instances is not None:
+            item.pred_instances = np.asarray(labelling.point_instances)
         if labelling.instance_scores is not None:
             item.pred_instance_scores = np.asarray(labelling.instance_scores)
     return item
@@ -859,8 +861,8 @@ def teacher_scores_2d(workspace: Workspace, shape: Shape
 
 
 def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
-        pred: Path | None = None, convention: str = "shapenetpart", teacher_2d: bool = False
-        ) -> tuple[EvalReport, dict[str, str]]:
+        pred: Path | None = None, convention: str = "shapenetpart", teacher_2d: bool = False,
+        derive_instances: bool = True) -> tuple[EvalReport, dict[str, str]]:
     """Score the stored labelling ``method`` (or label files ``pred``) of ``shape_ids``.
 
     pred: a .npy / one-integer-per-line file (one shape) or a folder of <shape_id>.npy/.txt;
@@ -870,7 +872,8 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
     over categories).
     Labellings marked ``training_shape`` (the method learned from that shape: PartSTAD's
     and BiPart's training shapes, a student's) are scored apart in ``report.training``,
-    never among the test figures.
+    never among the test figures. derive_instances: shapes whose data gives no instances
+    get mAP50 against `derived_instances` (False: no mAP50 for them).
     Returns the report and {shape_id: problem} for shapes that could not be scored.
     Raises PartsegError when no shape could be scored as a test shape.
     """
@@ -899,7 +902,7 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
                 labelling = read_pred(pred, shape_id)
             else:
                 labelling = workspace.read_record(scope, method, Labelling)
-            item = shape_eval(shape, labelling)
+            item = shape_eval(shape, labelling, derive_instances)
             _check(item)
             if labelling.training_shape:
                 training[shape_id] = item
