@@ -149,6 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
+def _input_ids(inputs: list[Path]) -> list[str]:
+    """The shape ids found under ``inputs``, whatever the shard."""
+    from .shapes import discover
+
+    return sorted({s.shape_id for path in inputs for s in discover(path)[0]})
+
+
 def _load_inputs(inputs: list[Path], work: Path, backend: str | None, points: int, seed: int,
                  force: bool, shard: str | None, patterns: list[str] | None = None
                  ) -> tuple[Workspace, list[ShapeSource], StageReport] | None:
@@ -634,9 +641,26 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     if distill_mode != "none" and alive():
         from . import distill as distill_stage
 
-        reports += distill_stage.run(workspace, alive(), distill_stage.DistillConfig(
-            mode=distill_mode, seed=seed, device=device), force)
-        methods.append("distill")
+        config = distill_stage.DistillConfig(mode=distill_mode, seed=seed, device=device)
+        if distill_mode == "pre" and shard:
+            # One student over every shard's shapes, never one per shard: the shard that
+            # completes the collection trains it (under a lock) and labels every shape.
+            from .store import shape_scope
+
+            everything = _input_ids(inputs)
+            waiting = [s for s in everything
+                       if not workspace.exists(shape_scope(s), "backproject")]
+            if waiting:
+                typer.echo(f"distill --mode pre: {len(waiting)} of {len(everything)} shapes "
+                           "are not through backproject yet (other shards); the shard that "
+                           "completes them trains the student, or run `partseg distill "
+                           f"{work} --mode pre` once every shard is done", err=True)
+            else:
+                reports += distill_stage.run(workspace, everything, config, force)
+                methods.append("distill")
+        else:
+            reports += distill_stage.run(workspace, alive(), config, force)
+            methods.append("distill")
     # a trained teacher's own training shapes are not scored (detect warned about them)
     labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)
                 and not evaluate_stage.teacher_trained_on(workspace, sid)]

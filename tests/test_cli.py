@@ -503,3 +503,50 @@ def test_inductive_student_saved_reused_and_applied_in_another_workspace(
                            "--train-ids", "Lamp*")
     assert_one_line_error(code, err, "Lamp*")
     assert other.key(shape_scope("Chair_chair3"), "distill") == before
+
+
+def test_concurrent_shards_train_one_student_and_run_pre_aligns_each_category(
+        capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    # a second category: two of the chairs with another part list
+    (chairs / "Stool").mkdir()
+    for index in (0, 1):
+        shutil.copy(chairs / "Chair" / f"chair{index}.off", chairs / "Stool" / f"s{index}.off")
+        (chairs / "Stool" / f"s{index}_labels.txt").write_text(
+            (chairs / "Chair" / f"chair{index}_labels.txt").read_text().replace("seat", "top"))
+    work = tmp_path / "ws"
+    # `run --shard --distill pre`: the first shard waits for the others' shapes, the shard
+    # that completes the collection trains one student per category and labels them all
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work, "--teacher",
+                           "simulated", "--distill", "pre", "--shard", "0/2", *SMALL)
+    assert code == 0 and "3 of 6 shapes are not through backproject" in err, err
+    code, out, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work, "--teacher",
+                             "simulated", "--distill", "pre", "--shard", "1/2", *SMALL)
+    assert code == 0 and "distill (student): 6 computed" in err, err
+    assert "distill: 6 computed" in err and "[distill]" in out
+    assert sorted(p.name for p in (work / "students").iterdir()) == [
+        "distill-Chair", "distill-Stool"]
+    stool = Workspace.open(work).read_record(shape_scope("Stool_s0"), "distill", Labelling)
+    assert "top" in stool.part_names and "seat" not in stool.part_names
+
+    # two `distill --shard` processes at once: one trains, the other waits and reuses
+    env = {**os.environ, "PARTSEG_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(cli.__file__).resolve().parents[1])}
+    shards = [subprocess.Popen([sys.executable, "-m", "partseg_cli.cli", "distill", str(work),
+                                "--mode", "pre", "--output", "shared", "--epochs", "2",
+                                "--shard", f"{k}/2"], env=env, stderr=subprocess.PIPE,
+                               text=True) for k in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in shards]
+    assert all(p.returncode == 0 for p in shards), errs
+    # each category's student is trained by exactly one of the processes
+    counts = [e.split("distill.shared (student): ")[1].split(" cached")[0] for e in errs]
+    computed = [int(c.split(" computed, ")[0]) for c in counts]
+    cached = [int(c.split(" computed, ")[1]) for c in counts]
+    assert sum(computed) == 6 and sum(cached) == 6, errs
+    workspace = Workspace.open(work)
+    keys = {workspace.info(shape_scope(s), "distill.shared")["params"]["student"]
+            for s in workspace.shape_ids() if s.startswith("Chair")}
+    assert len(keys) == 1
+    assert all(workspace.exists(shape_scope(s), "distill.shared") for s in workspace.shape_ids())
