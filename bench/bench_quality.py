@@ -104,10 +104,10 @@ def main() -> None:
             distill.run(work, ids, config, output=name)
         print(f"  {name}: {time.perf_counter() - started:.1f} s")
         columns[method] = method_scores(work, groups, name)
-    started = time.perf_counter()
-    for ids in groups.values():
-        rescore.run(work, ids, distill.DistillConfig(mode="tta", seed=args.seed))
-    print(f"  rescore (tta): {time.perf_counter() - started:.1f} s")
+    # the re-scores TTA+BD computed (`rescore` copies them, it trains nothing)
+    if "tta-bd" in columns:
+        for ids in groups.values():
+            rescore.run(work, ids, "distill.tta-bd")
     teacher = teacher_scores(work, groups)
 
     header = f"{'category':<12}{'shapes':>7}{'2D before':>11}{'2D after':>10}"

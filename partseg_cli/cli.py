@@ -829,28 +829,24 @@ def distill(
 @app.command()
 def rescore(
     work: Work,
-    mode: Mode = "tta",
-    encoder: Encoder = "pointnn",
-    encoder_checkpoint: EncoderCheckpoint = None,
-    epochs: Epochs = 25,
-    lr: Lr = 1e-3,
-    tau: Tau = 0.01,
+    method: Annotated[str, typer.Option(
+        help="The PartDistill labelling whose re-scores to store: distill, "
+             "distill.NAME.")] = "distill",
     shape_id: Shapes = None,
     shard: Shard = None,
-    seed: Seed = 0,
-    device: Device = "auto",
     force: Force = False,
 ) -> None:
-    """Backward distillation: re-score the knowledge units (PartDistill Eq. 4).
+    """Backward distillation: store the re-scored knowledge units (PartDistill Eq. 4).
 
-    Stores C_bd beside C; `evaluate --teacher-2d` then scores the teacher before and after.
-    """
+    Copies the C_bd that `partseg distill` computed (no second student is trained) beside
+    C; `evaluate --teacher-2d` then scores the teacher before and after, and refuses
+    re-scores that are older than the units or the labelling."""
     from . import rescore as stage
 
+    if method != "distill" and not method.startswith("distill."):
+        method = f"distill.{method}"
     workspace, ids = _open(work, shape_id, shard)
-    config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, True, tau, "part",
-                             seed, device)
-    finish([stage.run(workspace, ids, config, force)])
+    finish([stage.run(workspace, ids, method, force)])
 
 
 @app.command()

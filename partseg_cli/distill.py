@@ -683,6 +683,13 @@ def load_labelled(path: Path, part_names: list[str], n_points: int, seed: int
     return labelled
 
 
+def _rescored_arrays(result: DistillResult) -> dict[str, np.ndarray]:
+    """The C_bd stored beside a labelling (read by the rescore stage), if there is one."""
+    if result.rescored_confidence is None:
+        return {}
+    return {"rescored_confidence": np.asarray(result.rescored_confidence, np.float32)}
+
+
 def stage_params(config: DistillConfig) -> dict[str, object]:
     """Everything that changes the result (not the device)."""
     params = dataclasses.asdict(config)
@@ -710,7 +717,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
         raise PartsegError("--labels, --train-ids and --student need --mode pre")
     params = stage_params(config)
     if config.mode == "tta":
-        def compute(shape_id: str) -> Labelling:
+        def compute(shape_id: str) -> tuple[Labelling, dict[str, np.ndarray]]:
             scope = shape_scope(shape_id)
             shape = workspace.read_record(scope, "shape", Shape)
             units = workspace.read_record(scope, "backproject", KnowledgeUnits)
@@ -719,7 +726,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
             if result.no_units:
                 warnings.warn(f"{shape_id}: no knowledge units; labelled uniformly",
                               stacklevel=2)
-            return _with_faces(shape, result, names, output)
+            return _with_faces(shape, result, names, output), _rescored_arrays(result)
 
         return [run_per_shape(workspace, output, shape_ids, params, ["shape", "backproject"],
                               compute, force)]
@@ -907,10 +914,7 @@ def _apply(workspace: Workspace, shape_ids: list[str], loaded: LoadedStudent, ou
         # Transductive labellings are of the training shapes by design (as TTA's are):
         # only an inductive student's own training shapes are kept out of test figures.
         labelling.training_shape = trained_on and alignment == "inductive"
-        extra = ({} if result.rescored_confidence is None
-                 else {"rescored_confidence": np.asarray(result.rescored_confidence,
-                                                         np.float32)})
-        return labelling, extra
+        return labelling, _rescored_arrays(result)
 
     report = run_per_shape(workspace, output, with_units, params, _INPUTS, compute, force)
     if bare:

@@ -842,6 +842,13 @@ def teacher_scores_2d(workspace: Workspace, shape: Shape
     scope = shape_scope(shape.shape_id)
     views = workspace.read_record(scope, "render", Views)
     rescored = workspace.exists(scope, "rescore")
+    if rescored:
+        from .rescore import is_current
+
+        if not is_current(workspace, shape.shape_id):
+            raise PartsegError("its stored re-scores are stale (the knowledge units or the "
+                               "labelling they came from changed since); rerun `partseg "
+                               "rescore`")
     units = workspace.read_record(scope, "rescore" if rescored else "backproject",
                                   KnowledgeUnits)
     gt = gt_label_images(shape, views)

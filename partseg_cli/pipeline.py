@@ -31,7 +31,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "backproject": 2,  # 2: units carry the teacher's part probabilities Y^d
     "vote": 2,
     "distill": 1,
-    "rescore": 1,
+    "rescore": 2,
     "partstad": 1,
     "bipart": 1,
 }

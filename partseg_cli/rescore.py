@@ -1,12 +1,14 @@
 """Backward distillation as a stage: re-score the teacher's knowledge units (Eq. 4).
 
-The rescore stage runs the student with backward distillation and stores the shape's
-KnowledgeUnits with ``rescored_confidence`` (C_bd) set, so the teacher's 2D quality can
-be evaluated before (C) and after (C_bd) re-scoring (PartDistill supplementary
-Eq. 5-8). C_bd is the agreement between the student's argmax and each unit's label over
-the unit's mask, taken when backward distillation starts (`distill.backward_trigger`,
-or at ``bd_latest`` of the epochs at the latest). The stored C_bd is Eq. 4's; how the
-student itself is then re-weighted is `DistillConfig.bd_weighting`.
+The rescore stage stores the shape's KnowledgeUnits with ``rescored_confidence`` (C_bd)
+set, copied from what `distill` computed, so the teacher's 2D quality can be evaluated
+before (C) and after (C_bd) re-scoring (PartDistill supplementary Eq. 5-8). The
+functions `rescore` and `rescore_collection` train a student to re-score units outside
+a workspace (benchmarks). C_bd is the agreement between the student's argmax and each
+unit's label over the unit's mask, taken when backward distillation starts
+(`distill.backward_trigger`, or at ``bd_latest`` of the epochs at the latest). The stored
+C_bd is Eq. 4's; how the student itself is then re-weighted is
+`DistillConfig.bd_weighting`.
 """
 
 from __future__ import annotations
@@ -20,18 +22,17 @@ from .distill import (
     DistillConfig,
     DistillResult,
     PointCloudLike,
-    detected_part_names,
     distill_pre,
     distill_tta,
     rescore_units,
-    stage_params,
 )
 from .errors import PartsegError
-from .pipeline import StageReport, collection_key, run_per_shape, stored_under
-from .records import KnowledgeUnits, Shape
+from .pipeline import StageReport, is_fresh, run_per_shape
+from .records import KnowledgeUnits
 from .store import Workspace, shape_scope
 
-__all__ = ["rescore", "rescore_collection", "rescore_units", "run", "with_rescored"]
+__all__ = ["is_current", "rescore", "rescore_collection", "rescore_units", "run",
+           "with_rescored"]
 
 
 def with_rescored(units: KnowledgeUnits, result: DistillResult) -> KnowledgeUnits:
@@ -73,36 +74,42 @@ def rescore_collection(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits
 
 # --- the `rescore` stage -------------------------------------------------------------
 
+INPUTS = ["backproject"]  # and the labelling the re-scores come from
 
-def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
+
+def run(workspace: Workspace, shape_ids: list[str], method: str = "distill",
         force: bool = False) -> StageReport:
-    """Store each shape's knowledge units with C_bd set (stage "rescore").
+    """Store each shape's knowledge units with C_bd set (stage "rescore"), copied from
+    the stored PartDistill labelling ``method`` (what `distill` computed: the C_bd its
+    backward distillation re-weighted the units by; for a shape a saved student was only
+    applied to, Eq. 4 with that student's labels). No student is trained here. The key
+    follows both the units and that labelling, so `evaluate --teacher-2d` can tell a
+    stale copy (`is_current`)."""
+    params = {"method": method}
 
-    ``tta`` re-scores per shape; ``pre`` with one student over all ``shape_ids``.
-    """
-    params = stage_params(config)
-    if config.mode == "tta":
-        def compute(shape_id: str) -> KnowledgeUnits:
-            scope = shape_scope(shape_id)
-            shape = workspace.read_record(scope, "shape", Shape)
-            units = workspace.read_record(scope, "backproject", KnowledgeUnits)
-            return rescore(shape, units, len(detected_part_names(workspace, shape_id)), config)
+    def compute(shape_id: str) -> KnowledgeUnits:
+        scope = shape_scope(shape_id)
+        artifact = workspace.read(scope, method, names=["rescored_confidence"])
+        c_bd = artifact.arrays.get("rescored_confidence")
+        if c_bd is None:
+            raise PartsegError(f"its '{method}' labelling has no re-scores (backward "
+                               "distillation was off or never started, or it is not a "
+                               "PartDistill labelling); rerun `partseg distill` with "
+                               "--backward")
+        units = workspace.read_record(scope, "backproject", KnowledgeUnits)
+        if c_bd.shape != units.confidence.shape:
+            raise PartsegError(f"its '{method}' re-scores cover {len(c_bd)} units, the "
+                               f"stored knowledge units {len(units)}; rerun `partseg distill`")
+        return dataclasses.replace(units, rescored_confidence=np.asarray(c_bd, np.float32))
 
-        return run_per_shape(workspace, "rescore", shape_ids, params, ["shape", "backproject"],
-                             compute, force)
-    if config.mode != "pre":
-        raise PartsegError(f"unknown --mode {config.mode!r}; choose tta or pre")
-    report = StageReport("rescore")
-    key = collection_key(workspace, "rescore", shape_ids, params, ["shape", "backproject"])
-    if not force and stored_under(workspace, "rescore", shape_ids, key):
-        report.skipped = list(shape_ids)
-        return report
-    part_names = detected_part_names(workspace, shape_ids[0])
-    collection = [(workspace.read_record(shape_scope(s), "shape", Shape),
-                   workspace.read_record(shape_scope(s), "backproject", KnowledgeUnits))
-                  for s in shape_ids]
-    for shape_id, units in zip(shape_ids, rescore_collection(collection, len(part_names),
-                                                             config), strict=True):
-        workspace.write(shape_scope(shape_id), "rescore", units, key=key, params=params)
-        report.computed.append(shape_id)
-    return report
+    return run_per_shape(workspace, "rescore", shape_ids, params, [*INPUTS, method], compute,
+                         force)
+
+
+def is_current(workspace: Workspace, shape_id: str) -> bool:
+    """Whether the stored "rescore" output was copied from the units and labelling that
+    are stored now (False for a missing or stale one)."""
+    info = workspace.info(shape_scope(shape_id), "rescore")
+    method = (info or {}).get("params", {}).get("method")
+    return bool(method) and is_fresh(workspace, shape_scope(shape_id), "rescore",
+                                     [*INPUTS, method])

@@ -282,16 +282,26 @@ def test_distill_modes_rescore_and_few_shot(capsys, monkeypatch, chairs: Path,
                            "--output", "pre", "--epochs", "5")
     assert code == 0 and "distill.pre: 0 computed, 4 cached" in err, err
 
-    code, _, err = partseg(capsys, monkeypatch, "rescore", work, "--epochs", "5")
-    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "rescore", work, "--method", "pre")
+    assert code == 0 and "rescore: 4 computed" in err, err
     from partseg_cli.records import KnowledgeUnits
 
     units = workspace.read_record(shape_scope("Chair_chair1"), "rescore", KnowledgeUnits)
-    assert units.rescored_confidence is not None
+    stored = workspace.read(shape_scope("Chair_chair1"), "distill.pre").arrays
+    # a copy of what distill computed: no second student
+    np.testing.assert_array_equal(units.rescored_confidence, stored["rescored_confidence"])
     assert units.rescored_confidence.shape == units.confidence.shape
     code, out, err = partseg(capsys, monkeypatch, "evaluate", work, "--method",
                              "distill.pre", "--teacher-2d")
     assert code == 0 and "2D after" in out, err
+    # a retrained labelling makes the copied re-scores stale: evaluate refuses them
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--output", "pre", "--epochs", "4")
+    code, out, err = partseg(capsys, monkeypatch, "evaluate", work, "--method",
+                             "distill.pre", "--teacher-2d")
+    assert code != 0 and "stale" in err and "rerun `partseg rescore`" in err, err
+    code, _, err = partseg(capsys, monkeypatch, "rescore", work, "--method", "pre")
+    assert code == 0 and "rescore: 4 computed" in err, err
 
     code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
                            "--output", "few", "--epochs", "5", "--labels", chairs / "Chair")

@@ -384,8 +384,14 @@ def _workspace(tmp_path):
                            rescored_confidence=np.array([1.0, 0.0], np.float32), source="boxes")
     scope = shape_scope("toy")
     for stage, record in (("shape", shape), ("vote", labelling), ("render", views),
-                          ("detect", boxes), ("rescore", units)):
+                          ("detect", boxes), ("backproject", units), ("distill", labelling)):
         ws.write(scope, stage, record, key=stage)
+    # the re-scores as `rescore` stores them: keyed by the units and labelling they copy
+    from partseg_cli.pipeline import stage_key
+
+    params = {"method": "distill"}
+    ws.write(scope, "rescore", units, params=params,
+             key=stage_key(ws, scope, "rescore", params, ["backproject", "distill"]))
     return ws
 
 
@@ -421,6 +427,16 @@ def test_run_on_a_workspace(tmp_path):
     assert report.domains["points"].overall_miou == 1.0
     with pytest.raises(PartsegError, match="no shape could be scored"):
         run(ws, ["ghost"])
+    # re-scores older than the labelling they were copied from are refused
+    from partseg_cli.records import Labelling
+    from partseg_cli.store import shape_scope
+
+    ws.write(shape_scope("toy"), "distill", ws.read_record(shape_scope("toy"), "vote",
+                                                           Labelling), key="newer")
+    _, failed = run(ws, ["toy", "ghost"], "vote")
+    assert list(failed) == ["ghost"]
+    with pytest.raises(PartsegError, match="stale"):
+        run(ws, ["toy"], "vote", teacher_2d=True)
 
 
 def test_pixel_units_reproject_their_points(tmp_path):
