@@ -932,6 +932,7 @@ def _run_pre(workspace: Workspace, shape_ids: list[str], config: DistillConfig, 
     from .saved_model import resolve_model_path
 
     training = StageReport(f"{output} (student)")
+    config = dataclasses.replace(config, device=resolve_device(config.device))
     if student and not train_ids and labels is not None:
         raise PartsegError("--labels trains a student: give --train-ids with --student, "
                            "or omit --student")
