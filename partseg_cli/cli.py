@@ -532,6 +532,36 @@ def show(
     finish([report])
 
 
+@app.command()
+def report(
+    work: Work,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (one "
+                                      "self-contained page: images inline).")],
+    method: Annotated[str, typer.Option(
+        help="Stored labelling to show and score: vote, distill, distill.NAME, ... or "
+             "'auto' (the most downstream one most shapes have).")] = "auto",
+    view: Annotated[list[int] | None, typer.Option(
+        help="Views shown per shape (repeatable; default 0 and 1).")] = None,
+    size: Annotated[int, typer.Option(help="Largest panel side in pixels.")] = 260,
+    convention: Annotated[str, typer.Option(
+        help="Scoring convention, as for `partseg evaluate`.")] = "shapenetpart",
+    shape_id: Shapes = None,
+    shard: Shard = None,
+) -> None:
+    """One HTML page to see into a workspace: scores and the per-part IoU table, the
+    teacher's 2D diagnostics, per shape the debug sheets (teacher output, prediction,
+    ground truth, errors) with a legend, its counts and warnings, and the provenance
+    (stage keys, parameters, versions) of every number."""
+    from .atomic import check_output_file
+    from .report import write_report
+
+    check_output_file(out, "--out")
+    workspace, ids = _open(work, shape_id, shard)
+    counts = write_report(workspace, ids, out, method, view, size, convention)
+    typer.echo(f"report: {counts['shapes']} shapes, {counts['images']} images, "
+               f"{counts['warnings']} warnings in {out}", err=True)
+
+
 def _pictures(workspace: Workspace, ids: list[str], out: Path, method: str | None,
               report: StageReport, views: list[int] | None = None, size: int = 400) -> None:
     """Write `show` pictures for ``ids`` (those the report lists as failed are skipped)."""
@@ -550,8 +580,10 @@ def _pictures(workspace: Workspace, ids: list[str], out: Path, method: str | Non
 @app.command()
 def evaluate(
     work: Work,
-    method: Annotated[str, typer.Option(help="Which stored labelling to score: vote, "
-                                        "distill, ...")] = "vote",
+    method: Annotated[str, typer.Option(
+        help="Which stored labelling to score, as `partseg inspect` lists them: vote, "
+             "distill, distill.NAME (after `distill --output NAME`; NAME alone works "
+             "too), partstad, bipart, ...")] = "vote",
     pred: Annotated[Path | None, typer.Option(
         help="Score labels from a file instead (.npy or one integer per line; for "
              "several shapes a folder of <shape_id>.npy/.txt).")] = None,
@@ -564,10 +596,12 @@ def evaluate(
         "re-scoring when `rescore` ran, and for box teachers box precision / recall "
         "against ground-truth part components (IoU >= 0.5) and the AUROC of confidence "
         "for right vs wrong boxes (after re-scoring too).")] = False,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as "
-                                                  "JSON here.")] = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the report as CSV "
-                                                 "here.")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the report as JSON here ('-': standard output, the table "
+        "then goes to standard error), with per-shape rows and provenance.")] = None,
+    csv_out: Annotated[Path | None, typer.Option(
+        "--csv", help="Write the report as CSV here ('-': standard output), with "
+        "per-shape rows and provenance.")] = None,
     shape_id: Shapes = None,
     shard: Shard = None,
 ) -> None:
@@ -577,16 +611,22 @@ def evaluate(
     from . import evaluate as stage
     from .atomic import check_output_file, write_text
 
+    stdout = [p for p in (json_out, csv_out) if p is not None and str(p) == "-"]
+    if len(stdout) > 1:
+        raise PartsegError("--json - and --csv -: only one of them can go to standard output")
     for path, option in ((json_out, "--json"), (csv_out, "--csv")):
-        if path is not None:
+        if path is not None and str(path) != "-":
             check_output_file(path, option)  # before scoring, not after
     workspace, ids = _open(work, shape_id, shard)
     report, failed = stage.run(workspace, ids, method, pred, convention, teacher_2d)
-    typer.echo(report.table())
-    if json_out:
-        write_text(json_out, json.dumps(report.to_json(), indent=1))
-    if csv_out:
-        write_text(csv_out, report.to_csv())
+    typer.echo(report.table(), err=bool(stdout))  # stdout is then the JSON / CSV alone
+    for path, text in ((json_out, lambda: json.dumps(report.to_json(), indent=1) + "\n"),
+                       (csv_out, report.to_csv)):
+        if path is not None:
+            if str(path) == "-":
+                typer.echo(text(), nl=False)
+            else:
+                write_text(path, text())
     if failed:
         typer.echo(f"{len(failed)} shape(s) not scored:", err=True)
         for sid, problem in failed.items():

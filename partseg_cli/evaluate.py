@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -46,9 +47,10 @@ DOMAINS = ("points", "faces")
 AP_IOU_THRESHOLD = 0.5
 # PartNet's 101 recall thresholds 0, 0.01, ..., 1 (exact decimals, not an arange's drift).
 _RECALL_THRESHOLDS = np.arange(101) / 100.0
-CSV_HEADER = ["category", "part", "domain", "value", "count"]
+CSV_HEADER = ["category", "part", "domain", "value", "count", "shape"]
 OVERALL = "(overall)"
 MEAN = "(mean)"
+PROVENANCE = "(provenance)"
 
 
 # --- semantic IoU -------------------------------------------------------------------------
@@ -158,6 +160,10 @@ class EvalReport:
     # test figures (run only). training_ids lists them.
     training: EvalReport | None = None
     training_ids: list[str] = field(default_factory=list)
+    # One row per scored shape (``shape_rows``), and where the numbers come from: method,
+    # convention, teacher(s), partseg version, workspace (run adds them, and per-shape keys)
+    shapes: list[dict] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
     # {"precision" | "recall" | "auroc" | "auroc_after": {category: x, "mean": y}}: the
     # teacher's boxes against ground-truth part components (run only; box teachers only)
     teacher_boxes: dict[str, dict[str, float]] | None = None
@@ -239,6 +245,9 @@ class EvalReport:
         (AP null when the category had no instances); ``overall`` also has
         "teacher_miou_2d": {"before": x, "after": y (only when re-scored)} | null and
         "teacher_boxes" (means over categories; null without --teacher-2d or box teacher).
+        ``shapes``: one row per scored shape (``shape_rows``) with its "keys" (shape,
+        detect, labelling) and "teacher"; ``provenance``: {"method", "convention",
+        "teachers", "partseg_version", "workspace"}.
         ``training_shapes``: {"shape_ids": [...], "report": this same schema} for the
         shapes the method learned from (kept out of every figure above), or null.
         ``derived_instance_shapes``: how many shapes' mAP50 ground-truth instances were
@@ -284,10 +293,11 @@ class EvalReport:
             "shape_ids": list(self.training_ids), "report": self.training.to_json()}
         return {"schema": "partseg.eval/1", "convention": self.convention, "units": "fraction",
                 "overall": overall, "categories": categories, "training_shapes": training,
-                "derived_instance_shapes": self.derived_instance_shapes}
+                "derived_instance_shapes": self.derived_instance_shapes,
+                "provenance": self.provenance, "shapes": self.shapes}
 
     def to_csv(self) -> str:
-        """CSV text with header ``category,part,domain,value,count``.
+        """CSV text with header ``category,part,domain,value,count,shape``.
 
         One row per (category, part, domain) with domain in points, faces, ap50_part_aware;
         summary rows have part "(mean)" (category mIoU / mAP), category "(overall)" for the
@@ -298,9 +308,13 @@ class EvalReport:
         rows), ground-truth instances (AP rows), categories with a value (overall rows).
         Categories without instances have no AP rows. Shapes the method learned from are
         not in the CSV (see ``to_json``'s ``training_shapes``).
+        ``shape`` is empty on those rows; the per-shape rows that follow
+        name their shape there (part IoU and "(mean)" = the shape's mIoU, count 1).
+        Last come rows with category "(provenance)": part = a field (method,
+        convention, teachers, partseg_version, workspace), value = its value.
         """
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = _PaddedWriter(buf)
         writer.writerow(CSV_HEADER)
         for d, s in self.domains.items():
             for c in self.categories:
@@ -335,6 +349,17 @@ class EvalReport:
                                  self.n_shapes[c]])
             scored = [c for c in self.categories if not math.isnan(table.get(c, math.nan))]
             writer.writerow([OVERALL, MEAN, domain, _cell(table["mean"]), len(scored)])
+        for row in self.shapes:  # per shape: its parts' IoU and its mIoU, per domain
+            for domain in ("points", "faces"):
+                if domain in row:
+                    for part, value in row[domain]["part_iou"].items():
+                        writer.writerow([row["category"], part, domain,
+                                         _cell(_nan(value)), 1, row["shape_id"]])
+                    writer.writerow([row["category"], MEAN, domain,
+                                     _cell(_nan(row[domain]["miou"])), 1, row["shape_id"]])
+        for name, value in self.provenance.items():  # where every number above comes from
+            writer.writerow([PROVENANCE, name, "", json.dumps(value) if not isinstance(
+                value, str) else value, "", ""])
         return buf.getvalue()
 
 
@@ -452,6 +477,76 @@ def _categories(items: list[ShapeEval]) -> tuple[list[str], dict[str, list[str]]
     return list(names), names
 
 
+class _PaddedWriter:
+    """A csv writer whose rows all have CSV_HEADER's width (summary rows name no shape)."""
+
+    def __init__(self, buf: io.StringIO):
+        self._writer = csv.writer(buf, lineterminator="\n")
+
+    def writerow(self, row: list) -> None:
+        self._writer.writerow(list(row) + [""] * (len(CSV_HEADER) - len(row)))
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def shape_rows(items: list[ShapeEval], convention: str) -> list[dict]:
+    """One JSON-ready row per shape: shape_id, category, and per domain ("points",
+    "faces" when scored) its mIoU and per-part IoU (null where undefined). The shape's
+    mIoU follows the convention: "shapenetpart" counts a part absent from both
+    prediction and ground truth as 1; "partnete" averages the parts its ground truth has.
+    """
+    rows = []
+    for item in items:
+        n = len(item.part_names)
+        row: dict = {"shape_id": item.shape_id, "category": item.category}
+        domains = [("points", item.pred_points, item.gt_points, None)]
+        if item.has_faces:
+            domains.append(("faces", item.pred_faces, item.gt_faces, item.face_areas))
+        for domain, pred, gt, weights in domains:
+            ious = part_ious(pred, gt, n, weights)
+            if convention == "shapenetpart":
+                ious = np.where(np.isnan(ious), 1.0, ious)
+                miou = float(ious.mean()) if n else math.nan
+            else:
+                labels = np.asarray(gt).ravel()
+                present = np.bincount(labels[labels >= 0], minlength=n) > 0
+                ious = np.where(present, ious, np.nan)
+                miou = _nanmean(ious[present])
+            row[domain] = {"miou": _num(miou), "part_iou": {
+                name: _num(float(v)) for name, v in zip(item.part_names, ious, strict=True)}}
+        rows.append(row)
+    return rows
+
+
+def resolve_method(workspace: Workspace, shape_ids: list[str], method: str) -> str:
+    """The stored labelling ``method`` names: itself when stored, else the one stored
+    labelling named ``<stage>.<method>`` (`distill --output NAME` stores distill.NAME).
+    Raises PartsegError listing the labellings stored (as `partseg inspect` shows them)."""
+    from .show import labelling_stages
+
+    stored: list[str] = []
+    for sid in shape_ids:
+        for name in labelling_stages(workspace, sid):
+            if name == method:
+                return method
+            if name not in stored:
+                stored.append(name)
+    matches = [name for name in stored if name.split(".", 1)[-1] == method]
+    if len(matches) == 1:
+        return matches[0]
+    if not stored:
+        from .pipeline import STAGE_VERSIONS
+
+        if method.split(".")[0] in STAGE_VERSIONS:
+            return method  # each shape then says which command computes it
+        raise PartsegError(f"{workspace.root}: no labelling stored yet; run `partseg vote "
+                           f"{workspace.root}` (or distill / adapt) first")
+    raise PartsegError(f"no labelling {method!r} in {workspace.root}; stored: "
+                       f"{', '.join(stored)} (`partseg inspect {workspace.root}` lists them)")
+
+
 def evaluate(items: list[ShapeEval], convention: str = "shapenetpart") -> EvalReport:
     """Score shapes under ``convention`` ("shapenetpart" or "partnete"; see module doc).
 
@@ -476,6 +571,7 @@ def evaluate(items: list[ShapeEval], convention: str = "shapenetpart") -> EvalRe
     if with_faces:
         domains["faces"] = _domain_scores(with_faces, categories, n_parts, convention, "faces")
     report = EvalReport(convention, categories, part_names, n_shapes, domains)
+    report.shapes = shape_rows(items, convention)
     with_instances = [it for it in items if it.has_instances]
     if with_instances:
         report.ap50_part_aware = instance_ap50(with_instances, part_aware=True)
@@ -889,6 +985,8 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
                            f"choose one of {', '.join(CONVENTIONS)}")
     if pred is not None:
         _check_pred_path(pred, len(shape_ids))
+    else:
+        method = resolve_method(workspace, shape_ids, method)
     items, training, failed = [], {}, {}
     scores_2d: dict[str, dict[str, list[float]]] = {}
     verdicts: dict[str, list[BoxVerdicts]] = {}
@@ -944,7 +1042,30 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
                 name: _category_means({c: [p[name]] for c, p in pooled.items()})
                 for name in BOX_SCORES if name != "auroc_after"
                 or any(not math.isnan(p[name]) for p in pooled.values())}
+    _add_provenance(workspace, report, method if pred is None else None, pred)
     return report, failed
+
+
+def _add_provenance(workspace: Workspace, report: EvalReport, method: str | None,
+                    pred: Path | None) -> None:
+    """What the numbers come from: the report's method, convention, teachers, partseg
+    version and workspace; per shape row the keys of its shape, teacher output and
+    labelling (the same keys `partseg inspect` shows)."""
+    from . import __version__
+
+    teachers: list[str] = []
+    for row in report.shapes:
+        scope = shape_scope(row["shape_id"])
+        row["keys"] = {stage: workspace.key(scope, stage)
+                       for stage in ("shape", "detect", *([method] if method else []))}
+        if workspace.exists(scope, "detect"):
+            row["teacher"] = workspace.read(scope, "detect", names=[]).record_attrs.get(
+                "teacher", "")
+            if row["teacher"] not in teachers:
+                teachers.append(row["teacher"])
+    report.provenance = {"method": method if method else f"--pred {pred}",
+                         "convention": report.convention, "teachers": teachers,
+                         "partseg_version": __version__, "workspace": str(workspace.root)}
 
 
 def _category_means(per_category: dict[str, list[float]]) -> dict[str, float]:

@@ -231,15 +231,11 @@ def _sheet(panels: list[tuple[str, Image.Image]], key: Image.Image, caption: str
     return sheet
 
 
-def shape_pictures(workspace: Workspace, shape_id: str, out_dir: Path,
-                   method: str | None = "auto", views: list[int] | None = None,
-                   max_size: int = 400) -> list[Path]:
-    """Write the debug pictures of one shape; returns their paths in view order.
-
-    method: the stored labelling to show ("auto": the most downstream one, None: none);
-    views: which views (default all); max_size: panels larger than this many pixels are
-    scaled down.
-    """
+def shape_sheets(workspace: Workspace, shape_id: str, method: str | None = "auto",
+                 views: list[int] | None = None, max_size: int = 400
+                 ) -> tuple[list[tuple[int, Image.Image]], list[str], np.ndarray, str]:
+    """The debug sheets of one shape as pictures: ([(view, sheet)], part names, their
+    colours (P, 3) uint8, category). Arguments as `shape_pictures`."""
     if method == "auto":
         method = default_method(workspace, shape_id)
     data = _ShapeData(workspace, shape_id, method)
@@ -250,8 +246,7 @@ def shape_pictures(workspace: Workspace, shape_id: str, out_dir: Path,
         raise PartsegError(f"shape {shape_id}: no view {bad[0]} (it has {n_views}: "
                            f"0..{n_views - 1})")
     scale = min(1.0, max_size / max(data.views.cameras.width, data.views.cameras.height))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    sheets = []
     for view in chosen:
         panels = _view_panels(data, view, scale)
         entries = part_entries(data.names, data.palette)
@@ -264,8 +259,25 @@ def shape_pictures(workspace: Workspace, shape_id: str, out_dir: Path,
         angle = (f", elevation {cameras.elevations[view]:.0f}, azimuth "
                  f"{cameras.azimuths[view]:.0f}" if len(cameras.elevations) > view else "")
         caption = f"{shape_id} ({data.shape.category or 'no category'}): view {view}{angle}"
+        sheets.append((view, _sheet(panels, key, caption)))
+    return sheets, data.names, data.palette, data.shape.category
+
+
+def shape_pictures(workspace: Workspace, shape_id: str, out_dir: Path,
+                   method: str | None = "auto", views: list[int] | None = None,
+                   max_size: int = 400) -> list[Path]:
+    """Write the debug pictures of one shape; returns their paths in view order.
+
+    method: the stored labelling to show ("auto": the most downstream one, None: none);
+    views: which views (default all); max_size: panels larger than this many pixels are
+    scaled down.
+    """
+    sheets, _, _, _ = shape_sheets(workspace, shape_id, method, views, max_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for view, sheet in sheets:
         path = out_dir / f"{shape_id}_view{view:02d}.png"
         with atomic_path(path) as tmp:
-            _sheet(panels, key, caption).save(tmp, format="PNG")
+            sheet.save(tmp, format="PNG")
         written.append(path)
     return written

@@ -167,8 +167,9 @@ def test_json_round_trip():
 def test_csv_round_trip():
     report = _report_with_everything()
     rows = list(csv.reader(io.StringIO(report.to_csv())))
-    assert rows[0] == CSV_HEADER == ["category", "part", "domain", "value", "count"]
-    table = {(r[0], r[1], r[2]): r for r in rows[1:]}
+    assert rows[0] == CSV_HEADER == ["category", "part", "domain", "value", "count", "shape"]
+    assert {len(r) for r in rows} == {6}
+    table = {(r[0], r[1], r[2]): r for r in rows[1:] if not r[5]}  # not per-shape rows
     assert float(table["Mug", "handle", "points"][3]) == pytest.approx(5 / 9)
     assert table["Mug", "(mean)", "points"][4] == "3"
     assert float(table["(overall)", "(mean)", "points"][3]) == pytest.approx(
