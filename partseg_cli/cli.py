@@ -8,6 +8,7 @@ end and the exit code is 1.
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import typer
 
 from . import __version__
 from .errors import InputError, PartsegError, WriteError, first_line, os_error_line
+from .help_text import EXAMPLES
 from .pipeline import StageReport
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXAMPLES["partseg"],
 )
 
 Work = Annotated[Path, typer.Argument(help="Workspace folder (made by `partseg render`).",
@@ -47,8 +50,16 @@ Shard = Annotated[str | None, typer.Option(
          "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.")]
 Force = Annotated[bool, typer.Option("--force", help="Recompute even if the stored "
                                      "output's inputs and parameters are unchanged.")]
+def _check_device(value: str) -> str:
+    """A --device the stages can use, checked before any work (one line otherwise)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"{value!r} is not a device; use auto, cpu, cuda, cuda:N or "
+                                 "mps")
+    return value
+
+
 Device = Annotated[str, typer.Option(help="Torch device: auto (CUDA when present), cpu, "
-                                     "cuda, cuda:1, ...")]
+                                     "cuda, cuda:1, ...", callback=_check_device)]
 Seed = Annotated[int, typer.Option(help="Random seed; equal seeds give equal results.")]
 
 
@@ -200,6 +211,15 @@ def _load_inputs(inputs: list[Path], work: Path, backend: str | None, points: in
     return workspace, sources, report
 
 
+def _default_work(inputs: list[Path]) -> Path:
+    """runs/<stem of the first input> (as `distill --shape` does), announced on stderr."""
+    first = Path(inputs[0]).expanduser()
+    name = (first.resolve().name if first.is_dir() else first.stem) or "workspace"
+    work = Path("runs") / name
+    typer.echo(f"workspace: {work} (give --work to choose)", err=True)
+    return work
+
+
 def _floats(text: str | None, option: str) -> list[float] | None:
     if not text:
         return None
@@ -209,14 +229,15 @@ def _floats(text: str | None, option: str) -> list[float] | None:
         raise PartsegError(f"{option}: expected comma-separated numbers, got {text!r}") from exc
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["render"])
 def render(
     inputs: Annotated[list[Path], typer.Argument(
         help="Mesh or point-cloud files, or dataset folders (PartNetE, ShapeNetPart, "
              "LabeledDB/PSB, PartNet-Mobility, or any folder of shape files).",
         show_default=False)],
-    work: Annotated[Path, typer.Option("--work", "-w", help="Workspace folder to create "
-                                       "or update.")],
+    work: Annotated[Path | None, typer.Option(
+        "--work", "-w", help="Workspace folder to create or update (default: runs/<name "
+        "of the first input>).")] = None,
     views: Annotated[int, typer.Option(help="Number of views; 10 gives the PartSLIP "
                                        "reference cameras.")] = 10,
     resolution: Annotated[int, typer.Option(help="Image width and height in pixels.")] = 800,
@@ -245,6 +266,7 @@ def render(
     for count, option in ((config.elevations, "--elevations"), (config.azimuths, "--azimuths")):
         if count is not None and len(count) != views:
             raise PartsegError(f"{option}: {len(count)} values given for {views} views")
+    work = work or _default_work(inputs)
     loaded = _load_inputs(inputs, work, backend, points, seed, force, shard)
     if loaded is None:
         return
@@ -253,7 +275,7 @@ def render(
     finish([ingested, render_stage.run(workspace, ok, config, force)])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["inspect"])
 def inspect(work: Work) -> None:
     """Show what the workspace holds: per shape, each stage's key, age and settings."""
     from .inspect import describe
@@ -324,7 +346,7 @@ Prompt = Annotated[str | None, typer.Option(
          "detections (`partseg report` shows it).")]
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["detect"])
 def detect(
     work: Work,
     teacher: Teacher = "owlv2",
@@ -363,7 +385,7 @@ def detect(
     finish([report])
 
 
-@app.command("sam-refine")
+@app.command("sam-refine", epilog=EXAMPLES["sam-refine"])
 def sam_refine(
     work: Work,
     model: Annotated[str | None, typer.Option(
@@ -374,7 +396,7 @@ def sam_refine(
              "method.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="Official segment-anything checkpoint file (e.g. sam_vit_h_4b8939.pth); "
-             "needs `pip install 'partseg[sam]'` and torchvision.")] = None,
+             "needs `pip install 'partseg\\[sam]'` and torchvision.")] = None,
     model_type: Annotated[str, typer.Option(help="Architecture of --checkpoint: vit_h, "
                                             "vit_l or vit_b.")] = "vit_h",
     png: Png = None,
@@ -396,7 +418,7 @@ def sam_refine(
     finish([report])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["superpoints"])
 def superpoints(
     work: Work,
     k: Annotated[int, typer.Option(help="Neighbours in the point graph.")] = 10,
@@ -423,7 +445,7 @@ def superpoints(
     finish([stage.run(workspace, ids, config, force)])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["backproject"])
 def backproject(
     work: Work,
     source: Annotated[str, typer.Option(
@@ -447,7 +469,7 @@ def backproject(
     finish([stage.run(workspace, ids, config, force)])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["vote"])
 def vote(
     work: Work,
     threshold: Annotated[float, typer.Option(
@@ -469,7 +491,7 @@ def vote(
     finish([report])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["export"])
 def export(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -507,7 +529,7 @@ def export(
     finish([report])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["show"])
 def show(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs.")],
@@ -532,7 +554,7 @@ def show(
     finish([report])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["report"])
 def report(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (one "
@@ -577,7 +599,7 @@ def _pictures(workspace: Workspace, ids: list[str], out: Path, method: str | Non
             report.failed[sid] = str(exc) if report.stage == "show" else f"pictures: {exc}"
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["evaluate"])
 def evaluate(
     work: Work,
     method: Annotated[str, typer.Option(
@@ -733,11 +755,13 @@ Sam = Annotated[str | None, typer.Option(
          "'sam-oracle' (ground-truth masks: a measuring instrument).")]
 
 
-@app.command("run")
+@app.command("run", epilog=EXAMPLES["run"])
 def run_all(
     inputs: Annotated[list[Path], typer.Argument(
         help="Shape files or dataset folders (as for `partseg render`).", show_default=False)],
-    work: Annotated[Path, typer.Option("--work", "-w", help="Workspace folder.")],
+    work: Annotated[Path | None, typer.Option(
+        "--work", "-w", help="Workspace folder (default: runs/<name of the first "
+        "input>).")] = None,
     teacher: Teacher = "owlv2",
     model: Model = None,
     parts: Parts = None,
@@ -761,8 +785,9 @@ def run_all(
     render, detect, sam-refine (with --sam), superpoints, backproject, vote, distill
     (with --distill), then evaluate when the shapes have ground truth.
     """
-    _pipeline(inputs, work, teacher, model, parts, sam, distill, views, resolution, points,
-              preset, backend, seed, device, force, shard, prompt, category)
+    _pipeline(inputs, work or _default_work(inputs), teacher, model, parts, sam, distill,
+              views, resolution, points, preset, backend, seed, device, force, shard, prompt,
+              category)
 
 
 def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
@@ -796,7 +821,7 @@ BdWeighting = Annotated[str, typer.Option(
          "to its part's mean, keeps thin parts) or replace (C_bd, the paper's form).")]
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["distill"])
 def distill(
     work: Annotated[Path | None, typer.Argument(
         help="Workspace with knowledge units (`partseg backproject`).",
@@ -850,7 +875,7 @@ def distill(
     if output != "distill" and not output.startswith("distill."):
         output = f"distill.{output}"
     if shape is not None:
-        work = work or Path("runs") / shape.stem
+        work = work or _default_work([shape])
         _pipeline([shape], work, teacher, model, parts, None, "none", 10, 800, 10000,
                   "glip-like", None, seed, device, force, prompt=prompt, category=category)
     if work is None:
@@ -866,7 +891,7 @@ def distill(
     finish(reports)
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["rescore"])
 def rescore(
     work: Work,
     method: Annotated[str, typer.Option(
@@ -889,7 +914,7 @@ def rescore(
     finish([stage.run(workspace, ids, method, force)])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["adapt"])
 def adapt(
     work: Annotated[Path | None, typer.Argument(
         help="Workspace folder (made by `partseg render`/`run`); with --labels it defaults "
@@ -1024,7 +1049,7 @@ def _few_shot_inputs(labels: Path, shape: Path | None) -> tuple[list[str], list[
     return [s.shape_id for s in found], targets
 
 
-@app.command("train-teacher")
+@app.command("train-teacher", epilog=EXAMPLES["train-teacher"])
 def train_teacher(
     inputs: Annotated[list[Path], typer.Argument(
         help="Labelled shapes: files or dataset folders (as for `partseg render`).",

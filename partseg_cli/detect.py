@@ -21,8 +21,14 @@ is stored with the detections (``Boxes.prompts`` / ``PixelMaps.prompts``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import os
 import re
+import socket
+import threading
+import urllib.parse
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -163,20 +169,82 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def from_pretrained(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
-    """`cls.from_pretrained(name)` with failures turned into a one-line ModelError."""
-    if _looks_like_path(name) and not Path(name).expanduser().exists():
-        raise ModelError(f"{what} model folder {name} does not exist; pass a folder written by "
-                         "save_pretrained or a Hugging Face model id")
+# config.json "model_type" of the checkpoints each loader takes (a folder of another
+# type is named as such, instead of failing deep inside transformers)
+MODEL_TYPES = {"owlv2": "owlv2", "owlvit": "owlvit", "grounding-dino": "grounding-dino",
+               "clipseg": "clipseg", "SAM": "sam"}
+HUB_CHECK_SECONDS = 2.0
+
+
+def _folder_model_type(folder: Path) -> str | None:
     try:
-        return cls.from_pretrained(str(Path(name).expanduser()) if _looks_like_path(name)
-                                   else name, **kwargs)
-    except (OSError, ValueError, KeyError) as err:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub cannot be used: HF_HUB_OFFLINE is set, or a TCP
+    connection to it (HF_ENDPOINT) does not open within HUB_CHECK_SECONDS. Checked once
+    per process, so an unreachable hub costs 2 s instead of a minute of retries."""
+    return _hub_offline(os.environ.get("HF_HUB_OFFLINE", ""),
+                        os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
+@functools.lru_cache(maxsize=4)
+def _hub_offline(flag: str, endpoint: str) -> bool:
+    if flag.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    url = urllib.parse.urlparse(endpoint)
+    address = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http"
+                                                              else 443))
+    opened: list[bool] = []
+
+    def connect() -> None:  # in a thread: name resolution itself has no timeout
+        try:
+            socket.create_connection(address, timeout=HUB_CHECK_SECONDS).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(HUB_CHECK_SECONDS)
+    return not opened
+
+
+def from_pretrained(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(name)` with failures turned into a one-line ModelError.
+
+    A local folder must hold a checkpoint of the type ``what`` loads; a hub id is read
+    from the local cache only when the hub is unreachable (`hub_offline`)."""
+    local = _looks_like_path(name) or Path(name).expanduser().is_dir()
+    if local:
+        folder = Path(name).expanduser()
+        if not folder.exists():
+            raise ModelError(f"{what} model folder {name} does not exist; pass a folder "
+                             "written by save_pretrained or a Hugging Face model id")
+        found, expected = _folder_model_type(folder), MODEL_TYPES.get(what)
+        if found and expected and found != expected:
+            raise ModelError(f"{what} model folder {name} holds a {found!r} model, not "
+                             f"{expected!r}; pass a {what} checkpoint (or the teacher that "
+                             f"loads {found!r})")
+        source = str(folder)
+    else:
+        source = name
+        if hub_offline():
+            kwargs["local_files_only"] = True
+    try:
+        return cls.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
+        offline = "" if local or not kwargs.get("local_files_only") else (
+            "the Hugging Face hub is unreachable (or HF_HUB_OFFLINE is set) and it is not "
+            "in the local cache; ")
         raise ModelError(
-            f"cannot load {what} model {name!r} ({first_line(err)}). Supply it as a Hugging "
-            "Face model id (downloaded once with network access, then read from the cache in "
-            "$HF_HOME, default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use the cache "
-            "only) or as a local folder written by save_pretrained"
+            f"cannot load {what} model {name!r} ({offline}{first_line(err)}). Supply it as a "
+            "Hugging Face model id (downloaded once with network access, then read from the "
+            "cache in $HF_HOME, default ~/.cache/huggingface; set HF_HUB_OFFLINE=1 to use "
+            "the cache only) or as a local folder written by save_pretrained"
         ) from err
 
 
