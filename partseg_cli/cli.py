@@ -792,16 +792,22 @@ def run_all(
 
 def _distill_config(mode: str, encoder: str, encoder_checkpoint: Path | None, epochs: int,
                     lr: float, backward: bool, tau: float, bd_weighting: str, seed: int,
-                    device: str) -> DistillConfig:
-    from .distill import DistillConfig
-    from .pipeline import resolve_device
+                    device: str, **deviations: object) -> DistillConfig:
+    from .distill import DistillConfig, check_config
 
-    if bd_weighting not in ("part", "replace"):
-        raise PartsegError(f"--bd-weighting: choose part or replace, not {bd_weighting!r}")
-    return DistillConfig(mode=mode, encoder=encoder,
-                         encoder_checkpoint=str(encoder_checkpoint) if encoder_checkpoint
-                         else None, epochs=epochs, lr=lr, backward=backward, tau=tau,
-                         bd_weighting=bd_weighting, seed=seed, device=resolve_device(device))
+    latest = deviations.pop("bd_latest", "0.6")
+    try:
+        bd_latest = None if str(latest).lower() == "none" else float(str(latest))
+    except ValueError:
+        raise PartsegError(f"--bd-latest: a fraction such as 0.6, or none; not {latest!r}"
+                           ) from None
+    config = DistillConfig(mode=mode, encoder=encoder,
+                           encoder_checkpoint=str(encoder_checkpoint) if encoder_checkpoint
+                           else None, epochs=epochs, lr=lr, backward=backward, tau=tau,
+                           bd_weighting=bd_weighting, seed=seed, device=device,
+                           bd_latest=bd_latest, **deviations)
+    check_config(config)
+    return config
 
 
 Mode = Annotated[str, typer.Option(
@@ -849,6 +855,22 @@ def distill(
              "keep training on the re-scored units.")] = True,
     tau: Tau = 0.01,
     bd_weighting: BdWeighting = "part",
+    normalise: Annotated[str, typer.Option(
+        help="Loss normalisation: point (each point's loss divided by the units covering "
+             "it, the released code), eq3 (each unit's by its area, summed over units: "
+             "the paper's Eq. 3) or area (Eq. 3 averaged over units).")] = "point",
+    tau_mode: Annotated[str, typer.Option(
+        help="relative: --tau is relative to the loss at the start; absolute: the "
+             "paper's threshold on the loss change itself.")] = "relative",
+    bd_latest: Annotated[str, typer.Option(
+        help="Start backward distillation by this fraction of the epochs at the latest; "
+             "none: only when the loss plateaus (the paper).")] = "0.6",
+    lr_schedule: Annotated[str, typer.Option(
+        help="cosine (to lr/100, the released code) or constant (the paper).")] = "cosine",
+    steps_per_epoch: Annotated[int, typer.Option(
+        help="Test-time alignment: optimiser steps per epoch; pre-alignment: at least "
+             "this many per epoch (an epoch is one pass over the shapes in batches of "
+             "16; 1 is the reference's pass alone).")] = 3,
     train_ids: Annotated[list[str] | None, typer.Option(
         "--train-ids", help="Pre-alignment on these shapes only (ids or globs; "
         "repeatable): the student is saved (--student) and labels the selected shapes "
@@ -883,7 +905,9 @@ def distill(
     workspace, everything = _open(work, shape_id)
     ids = _in_shard(everything, shard)
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
-                             bd_weighting, seed, device)
+                             bd_weighting, seed, device, normalise=normalise,
+                             tau_mode=tau_mode, bd_latest=bd_latest, lr_schedule=lr_schedule,
+                             steps_per_epoch=steps_per_epoch)
     reports = stage.run(workspace, ids, config, force, output=output, labels=labels,
                         train_ids=train_ids, student=student, collection_ids=everything)
     if png:

@@ -24,11 +24,17 @@ of the unit's part, so suppression is of units that agree less than their part's
 others (mislabelled ones, with C_bd near 0, still drop out). The stored C_bd
 (`DistillResult.rescored_confidence`) is always Eq. 4's.
 
-Loss normalisation: the paper's Eq. 3 divides each unit's loss by its area; the released
-code divides each point's loss by the number of units covering it. On simulated GLIP-like
-boxes (bench/bench_distill.py) the per-point form is far better (leaky boxes of small
-parts otherwise outweigh the large, well-covered parts), so it is the default and the
-paper's form is `normalise="area"`.
+Loss normalisation: the paper's Eq. 3 divides each unit's loss by its area and sums over
+units (`normalise="eq3"`; "area" averages over units instead); the released code
+(model/loss.py) divides each point's summed loss by the number of units covering it and
+averages over points (`normalise="point"`, the default; dev evidence in the README).
+
+Every deviation from the paper is a setting whose paper value is reachable from the CLI:
+the relative plateau threshold (`tau_mode`, paper "absolute"), the forced BD start
+(`bd_latest`, paper None), the part-relative BD weighting (`bd_weighting`, paper
+"replace"), the cosine learning-rate decay (`lr_schedule`, paper "constant"; the
+released code decays), the per-point normalisation (`normalise`, paper "eq3") and the
+minimum steps per pre-alignment epoch (`steps_per_epoch`, reference 1).
 
 Frozen features are standardised per shape (`shape_standardise`) before the head, so a
 pre-alignment head sees comparable features on every shape of the collection.
@@ -97,19 +103,25 @@ class DistillConfig:
     batch_size: int = 16
     """Pre-alignment: shapes per step."""
     lr: float = 1e-3
-    """Adam learning rate; cosine-annealed to lr / 100 over the schedule."""
+    """Adam learning rate (the paper's 0.001)."""
+    lr_schedule: str = "cosine"
+    """'cosine' (annealed to lr / 100 over the schedule, as the released code does) or
+    'constant' (the paper states Adam at 0.001 and no decay)."""
     hidden: tuple[int, ...] = (128, 128, 64)
     """Hidden widths of the head (len + 1 linear layers, ReLU between)."""
     normalise: str = "point"
-    """Loss normalisation (`distillation_loss`): 'area' (paper Eq. 3, per unit by its
-    area) or 'point' (released code, per point by the units covering it)."""
+    """Loss normalisation (`distillation_loss`): 'point' (the released code: per point
+    by the number of units covering it), 'eq3' (the paper's Eq. 3 as written: per unit by
+    its area, summed over units) or 'area' (Eq. 3 averaged over units instead)."""
     class_weighting: bool = True
     """Weight each unit's loss by its class weight (`class_weights`)."""
     backward: bool = True
     """Run backward distillation (re-score units, Eq. 4) once the loss plateaus."""
     tau: float = 0.01
-    """Plateau threshold on the change of the loss moving average, relative to its first
-    value (`backward_trigger`)."""
+    """Plateau threshold on the change of the loss moving average (`backward_trigger`)."""
+    tau_mode: str = "relative"
+    """'relative' (the change relative to the first full moving average) or 'absolute'
+    (the change itself, as the paper and released code compare it with tau)."""
     ma_window: int = 5
     """Epochs in the loss moving average."""
     bd_weighting: str = "part"
@@ -118,7 +130,8 @@ class DistillConfig:
     or 'replace' (the paper's Eq. 3 with C_bd in place of C)."""
     bd_latest: float | None = 0.6
     """Start backward distillation by this fraction of the epochs at the latest, so
-    re-scored units always get trained on; None: only when the loss plateaus."""
+    re-scored units always get trained on; None (the paper): only when the loss
+    plateaus."""
     scale_range: tuple[float, float] = (0.9, 1.1)
     """Augmentation (trainable encoders only): per-axis random scale."""
     shift: float = 0.1
@@ -194,6 +207,11 @@ def class_weights(units: KnowledgeUnits | Sequence[KnowledgeUnits], n_parts: int
     return np.clip(1.0 + np.log(inverse) / np.log(4.0), 1.0, 4.0).astype(np.float32)
 
 
+NORMALISATIONS = ("point", "eq3", "area")
+LR_SCHEDULES = ("cosine", "constant")
+TAU_MODES = ("relative", "absolute")
+
+
 def distillation_loss(logits: torch.Tensor, unit_masks: torch.Tensor, unit_labels: torch.Tensor,
                       unit_conf: torch.Tensor, class_w: torch.Tensor,
                       normalise: str = "point") -> torch.Tensor:
@@ -207,14 +225,17 @@ def distillation_loss(logits: torch.Tensor, unit_masks: torch.Tensor, unit_label
     - normalise="area" (paper Eq. 3): L = mean over active units d of
       (1 / |M^d|) * sum_{n in M^d} l_dn, |M^d| = points of the S the mask covers.
       (Eq. 3 sums over units; the mean keeps the scale independent of the unit count.)
-    - normalise="point" (the released code): L = mean over the S points of
-      (1 / c_n) * sum_{d covering n} l_dn, c_n = number of active units covering n
+    - normalise="eq3" (Eq. 3 as written): the same per-unit terms summed over the active
+      units, so a shape's loss grows with its unit count.
+    - normalise="point" (the released code, model/loss.py): L = mean over the S points
+      of (1 / c_n) * sum_{d covering n} l_dn, c_n = number of active units covering n
       (at least 1), so every point counts once however many units cover it.
 
     Returns a scalar; a zero that still carries the graph when no unit is active.
     """
-    if normalise not in ("area", "point"):
-        raise ValueError(f"normalise must be 'area' or 'point', not {normalise!r}")
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, "
+                         f"not {normalise!r}")
     if unit_masks.shape[0] == 0:
         return logits.sum() * 0.0
     logp = F.log_softmax(logits, dim=-1)  # (S, P)
@@ -228,6 +249,8 @@ def distillation_loss(logits: torch.Tensor, unit_masks: torch.Tensor, unit_label
     if normalise == "point":
         return (weighted.sum(dim=0) / mask.sum(dim=0).clamp(min=1.0)).mean()
     per_unit = weighted.sum(dim=1) / area.clamp(min=1.0)
+    if normalise == "eq3":
+        return per_unit[active].sum()
     return per_unit[active].sum() / active.sum()
 
 
@@ -275,29 +298,31 @@ def bd_confidence(c_bd: np.ndarray, units: KnowledgeUnits, n_parts: int,
     return (units.confidence * np.minimum(rel, 1.0)).astype(np.float32)
 
 
-def backward_trigger(losses: Sequence[float], window: int = 5, tau: float = 0.01) -> bool:
+def backward_trigger(losses: Sequence[float], window: int = 5, tau: float = 0.01,
+                     relative: bool = True) -> bool:
     """Whether the loss has plateaued after the last epoch of ``losses``.
 
     With m_e the mean of the ``window`` epoch losses ending at epoch e (0-based),
-    triggers when |m_e - m_{e-1}| < tau * m_{window-1}, from epoch ``window`` on (the
-    first epoch where two full-window averages exist). The change is relative to the
-    first full average, i.e. to the loss scale at the start: the released code compares
-    the absolute change with 0.01, which depends on the loss scale (class weights, unit
-    count), and a change relative to the current average would never fire on a loss
-    that decays geometrically towards 0.
+    triggers when |m_e - m_{e-1}| < tau * m_{window-1} (``relative``) or < tau (not
+    relative: the paper and released code), from epoch ``window`` on (the first epoch
+    where two full-window averages exist). The relative change follows the loss scale at
+    the start: an absolute threshold depends on the loss scale (class weights, unit
+    count, normalisation), and a change relative to the current average would never
+    fire on a loss that decays geometrically towards 0.
     """
     if len(losses) < window + 1:
         return False
     now = float(np.mean(losses[-window:]))
     before = float(np.mean(losses[-window - 1:-1]))
-    scale = abs(float(np.mean(losses[:window])))
+    scale = abs(float(np.mean(losses[:window]))) if relative else 1.0
     return abs(now - before) <= tau * scale
 
 
-def plateau_epoch(losses: Sequence[float], window: int = 5, tau: float = 0.01) -> int | None:
+def plateau_epoch(losses: Sequence[float], window: int = 5, tau: float = 0.01,
+                  relative: bool = True) -> int | None:
     """First 0-based epoch after which `backward_trigger` fires on ``losses``, or None."""
     for e in range(len(losses)):
-        if backward_trigger(losses[:e + 1], window, tau):
+        if backward_trigger(losses[:e + 1], window, tau, relative):
             return e
     return None
 
@@ -397,7 +422,8 @@ def _train(student: Student, items: list[_Item], n_parts: int, class_w: np.ndarr
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     total = max(1, config.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, eta_min=config.lr / 100)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, total, eta_min=config.lr / 100)
+             if config.lr_schedule == "cosine" else None)
     cw = torch.as_tensor(class_w, device=student.device)
     latest = (None if config.bd_latest is None
               else max(0, math.ceil(config.bd_latest * config.epochs) - 1))
@@ -423,11 +449,13 @@ def _train(student: Student, items: list[_Item], n_parts: int, class_w: np.ndarr
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             epoch_losses.append(float(loss.detach()))
         losses.append(float(np.mean(epoch_losses)))
         if config.backward and bd_epoch is None and epoch < config.epochs - 1:
-            plateau = backward_trigger(losses, config.ma_window, config.tau)
+            plateau = backward_trigger(losses, config.ma_window, config.tau,
+                                       config.tau_mode == "relative")
             if plateau or (latest is not None and epoch >= latest):
                 bd_epoch, bd_forced = epoch, not plateau
                 for item in items:
@@ -454,7 +482,23 @@ def _new_student(encoder: nn.Module, n_parts: int, config: DistillConfig,
     return Student(encoder, head, config.shape_standardise).to(device)
 
 
+def check_config(config: DistillConfig) -> None:
+    """One-line PartsegError for a setting outside its choices."""
+    choices = {"normalise": NORMALISATIONS, "lr_schedule": LR_SCHEDULES,
+               "tau_mode": TAU_MODES, "bd_weighting": ("part", "replace"),
+               "mode": ("tta", "pre")}
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise PartsegError(f"--{name.replace('_', '-')}: choose {' or '.join(allowed)}, "
+                               f"not {value!r}")
+    if config.bd_latest is not None and not 0 < config.bd_latest <= 1:
+        raise PartsegError(f"--bd-latest: a fraction of the epochs in (0, 1] or 'none', "
+                           f"not {config.bd_latest}")
+
+
 def _setup(config: DistillConfig) -> tuple[str, np.random.Generator, torch.Generator, nn.Module]:
+    check_config(config)
     device = resolve_device(config.device)
     encoder = build_encoder(config.encoder, config.encoder_checkpoint, device)
     gen = torch.Generator(device=device)
@@ -711,8 +755,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
     (``student``, default ``W/students/<output>-<category>``), reused while its key
     holds; or, with ``student`` and no ``train_ids``, a saved student applied as it is.
     """
-    if config.mode not in ("tta", "pre"):
-        raise PartsegError(f"unknown --mode {config.mode!r}; choose tta or pre")
+    check_config(config)
     if config.mode != "pre" and (labels is not None or train_ids or student):
         raise PartsegError("--labels, --train-ids and --student need --mode pre")
     params = stage_params(config)

@@ -308,6 +308,23 @@ def test_distill_modes_rescore_and_few_shot(capsys, monkeypatch, chairs: Path,
     assert code == 0 and "distill.few: 4 computed" in err, err
     code, _, err = partseg(capsys, monkeypatch, "distill", work, "--labels", chairs)
     assert_one_line_error(code, err, "--mode pre")
+    # every deviation from the paper has its paper value on the command line
+    paper = ["--normalise", "eq3", "--tau-mode", "absolute", "--bd-latest", "none",
+             "--lr-schedule", "constant", "--bd-weighting", "replace",
+             "--steps-per-epoch", "1"]
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--mode", "pre",
+                           "--output", "paper", "--epochs", "3", *paper)
+    assert code == 0, err
+    params = workspace.info(shape_scope("Chair_chair0"), "distill.paper")["params"]
+    student = json.loads((work / "students" / "distill.paper-Chair" / "model.json"
+                          ).read_text())["meta"]["config"]
+    assert params["alignment"] == "transductive" and student["normalise"] == "eq3"
+    assert (student["tau_mode"], student["bd_latest"], student["lr_schedule"]) == (
+        "absolute", None, "constant")
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--bd-latest", "soon")
+    assert_one_line_error(code, err, "--bd-latest")
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--lr-schedule", "step")
+    assert_one_line_error(code, err, "--lr-schedule", "cosine or constant")
     other = tmp_path / "other" / "Chair"
     other.mkdir(parents=True)
     shutil.copy(chairs / "Chair" / "chair0.off", other / "c.off")

@@ -78,6 +78,11 @@ def test_distillation_loss_area_matches_hand_computation():
     expected = (unit_a + unit_b) / 2  # mean over the 2 active units
     got = distillation_loss(LOGITS, MASKS, LABELS, CONF, CLASS_W, normalise="area")
     assert got.item() == pytest.approx(expected, rel=1e-6)
+    # Eq. 3 as written sums the per-unit terms instead of averaging them
+    got = distillation_loss(LOGITS, MASKS, LABELS, CONF, CLASS_W, normalise="eq3")
+    assert got.item() == pytest.approx(unit_a + unit_b, rel=1e-6)
+    with pytest.raises(ValueError, match="normalise"):
+        distillation_loss(LOGITS, MASKS, LABELS, CONF, CLASS_W, normalise="unit")
 
 
 def test_distillation_loss_point_matches_hand_computation():
@@ -156,6 +161,27 @@ def test_backward_trigger_on_synthetic_curve():
     slow = [1.0] * 5 + [1.0 - 0.05 * 1.01]
     assert not backward_trigger(slow, 5, 0.01)
     assert backward_trigger([1.0] * 5 + [1.0 - 0.05 * 0.99], 5, 0.01)
+    # the paper's absolute threshold ignores the loss scale: a loss 100x larger with the
+    # same relative shape never gets below tau = 0.01 in changes
+    assert plateau_epoch(losses, 5, 0.01, relative=False) == 9
+    big = [100 * v for v in losses[:9]] + [100 * 0.999] * 6
+    assert plateau_epoch(big, 5, 0.01) is not None
+    assert plateau_epoch(big[:11], 5, 0.01, relative=False) is None
+
+
+def test_constant_lr_schedule_and_bad_choices():
+    from partseg_cli.distill import check_config
+    from partseg_cli.errors import PartsegError
+
+    shape, gt = two_clusters(600)
+    config = DistillConfig(**{**FAST.__dict__, "lr_schedule": "constant", "tau_mode": "absolute",
+                              "bd_latest": None, "normalise": "eq3", "bd_weighting": "replace"})
+    result = distill_tta(shape, partial_units(600), 2, config)
+    assert (result.point_labels == gt).mean() > 0.95
+    for bad in ({"lr_schedule": "step"}, {"tau_mode": "rel"}, {"bd_latest": 1.5},
+                {"normalise": "unit"}):
+        with pytest.raises(PartsegError, match="--"):
+            check_config(DistillConfig(**bad))
 
 
 # --- training ----------------------------------------------------------------------------
