@@ -209,8 +209,9 @@ class DevItem:
 
 def prepare(category: str, count: int, seed: int, resolution: int) -> list[DevItem]:
     """Shapes with teacher units and the voting baseline, cached under /tmp."""
-    # "v2": the de-leaked simulated teacher (boxes scored from the pixels, not the truth)
-    path = CACHE / f"{category}_{count}_{seed}_{resolution}_v2.pkl"
+    # "v2": the de-leaked simulated teacher (boxes scored from the pixels, not the truth);
+    # "v3": knowledge units with the teacher's part probabilities Y^d
+    path = CACHE / f"{category}_{count}_{seed}_{resolution}_v3.pkl"
     if path.exists():
         return pickle.loads(path.read_bytes())
     cameras = reference_cameras(10, resolution)

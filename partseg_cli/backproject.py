@@ -306,8 +306,8 @@ class BackprojectConfig:
 
 def teacher_output(workspace: Workspace, scope: str) -> Boxes | PixelMaps:
     """The "detect" stage's record: Boxes from a box teacher, PixelMaps from a pixel one."""
-    probe = workspace.read(scope, "detect", names=["view"])
-    return workspace.read_record(scope, "detect", Boxes if "view" in probe.arrays else PixelMaps)
+    artifact = workspace.read(scope, "detect")  # one read: boxes have a "view" array
+    return artifact.record(Boxes if "view" in artifact.arrays else PixelMaps)
 
 
 def read_units(workspace: Workspace, shape_id: str, need_part_probs: bool = False

@@ -480,7 +480,12 @@ def _check_compatible(workspace: Workspace, shape_ids: list[str], part_names: li
         if names != part_names:
             raise PartsegError(f"{shape_id}: its teacher's parts {names} differ from the "
                                f"network's {part_names} ({model})")
-        dim = read_boxes(workspace, shape_id).features.shape[1]
+        # Only the features array: this check runs over every shape before any is labelled.
+        features = workspace.read(shape_scope(shape_id), "detect", names=["features"]
+                                  ).arrays.get("features")
+        if features is None or features.ndim != 2 or features.shape[1] == 0:
+            read_boxes(workspace, shape_id)  # names the problem (pixel maps, no features)
+        dim = features.shape[1]
         if dim != feature_dim:
             raise PartsegError(f"{shape_id}: box features of {dim} dims, the network "
                                f"({model}) takes {feature_dim}; use the teacher it was "
