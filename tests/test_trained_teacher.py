@@ -246,6 +246,13 @@ def test_train_teacher_refuses_bad_input(capsys, monkeypatch, t_shapes: Path, tm
     assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]
     assert not (tmp_path / "mine.work").exists()  # refused before any work
 
+    a_file = tmp_path / "notes.md"
+    a_file.write_text("keep me too")
+    code, _, err = partseg(capsys, monkeypatch, "train-teacher", t_shapes, "--out", a_file,
+                           *TINY, *TINY_NET)
+    assert_one_line_error(code, err, str(a_file), "not a partseg model folder")
+    assert a_file.read_text() == "keep me too"
+
     code, _, err = partseg(capsys, monkeypatch, "train-teacher", t_shapes, "--out",
                            tmp_path / "m4", "--input-size", "30", *TINY)
     assert_one_line_error(code, err, "--input-size 30")
@@ -261,6 +268,9 @@ def test_trained_teacher_refuses_bad_models(capsys, monkeypatch, t_model: Path,
 
     code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "trained")
     assert_one_line_error(code, err, "--teacher trained needs --model")
+    code, _, err = partseg(capsys, monkeypatch, "run", EXAMPLES, "--work", work,
+                           "--teacher", "trained-pixels", *TINY)
+    assert_one_line_error(code, err, "--teacher trained-pixels needs --model")
 
     code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "trained",
                            "--model", tmp_path / "nowhere")
@@ -280,8 +290,11 @@ def test_trained_teacher_refuses_bad_models(capsys, monkeypatch, t_model: Path,
                            "--model", broken)
     assert_one_line_error(code, err, "model.json", "unreadable")
 
-    # a teacher of T shapes asked about chairs
+    # a teacher of T shapes asked about chairs, by detect and by run
     code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "trained",
                            "--model", t_model)
+    assert_one_line_error(code, err, "trained on parts bar, post", "arm")
+    code, _, err = partseg(capsys, monkeypatch, "run", EXAMPLES, "--work", work,
+                           "--teacher", "trained", "--model", t_model, *TINY)
     assert_one_line_error(code, err, "trained on parts bar, post", "arm")
     assert not Workspace.open(work).exists(shape_scope("Chair_chair0"), "detect")
