@@ -1091,8 +1091,8 @@ def train_teacher(
                                             "resized to --input-size).")] = 800,
     points: Points = 10000,
     input_size: Annotated[int, typer.Option(help="Network input side in pixels (a "
-                                            "multiple of 2**levels).")] = 128,
-    width: Annotated[int, typer.Option(help="Channels of the network's first level.")] = 16,
+                                            "multiple of 2**levels).")] = 64,
+    width: Annotated[int, typer.Option(help="Channels of the network's first level.")] = 8,
     levels: Annotated[int, typer.Option(help="Poolings of the U-Net.")] = 3,
     epochs: Annotated[int, typer.Option(help="Passes over the training views (fixed "
                                         "schedule; the last state is saved).")] = 40,

@@ -42,8 +42,14 @@ IGNORE = -100  # target of foreground pixels without a ground-truth part
 class TrainTeacherConfig:
     """Options of `partseg train-teacher` (see its --help)."""
 
-    input_size: int = 128  # network input side (views are resized to it)
-    width: int = 16  # channels of the first level (models/teacher2d.py)
+    # Chosen on the dev shapes (bench/bench_trained_teacher.py --data dev, 8 training
+    # shapes x 10 views per category, held-out 2D mIoU of boxes; airplane / chair / lamp /
+    # mug / table): 32 px 23/63/81/61/78 (thin airplane parts vanish), 64 px
+    # 38/71/93/61/79, 96 px 26/33/92/63/75 (three poolings see too little context); 64 px
+    # with 20 epochs collapses (16/32/90/0/78). 64 px, width 8, 40 epochs: the best
+    # thin-part category at ~30 s CPU per category.
+    input_size: int = 64  # network input side (views are resized to it)
+    width: int = 8  # channels of the first level (models/teacher2d.py)
     levels: int = 3  # poolings of the U-Net
     epochs: int = 40
     batch_size: int = 8
