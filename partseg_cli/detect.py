@@ -586,14 +586,18 @@ class DetectConfig:
         return params
 
 
-def prompt_parts(shape: Shape, parts: list[str] | None) -> list[str]:
-    """The part names a teacher is asked for: --parts, the dataset's, or the built-in table."""
+def prompt_parts(shape: Shape, parts: list[str] | None, category: str | None = None
+                 ) -> list[str]:
+    """The part names a teacher is asked for: --parts, the dataset's, or the built-in
+    table of ``category`` (--category) or of the shape's category."""
     from .shapes import builtin_part_names
 
-    names = parts or shape.part_names or builtin_part_names(shape.category)
+    category = category if category is not None else shape.category
+    names = parts or shape.part_names or builtin_part_names(category)
     if not names:
         raise PartsegError(f"{shape.shape_id}: no part names known for category "
-                           f"{shape.category or '(none)'}; give them with --parts \"a,b,c\"")
+                           f"{category or '(none)'}; give them with --parts \"a,b,c\" (or "
+                           "--category with a ShapeNetPart/PartNetE category, e.g. chair)")
     return list(names)
 
 
@@ -645,7 +649,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         nonlocal teacher
         scope = shape_scope(shape_id)
         shape = workspace.read_record(scope, "shape", Shape)
-        part_names = prompt_parts(shape, config.parts)
+        part_names = prompt_parts(shape, config.parts, config.category)
         if config.teacher in TRAINED_TEACHERS:
             images = workspace.read(scope, "render", ["rgb"]).arrays["rgb"]
             if config.teacher == "trained-pixels":

@@ -53,15 +53,11 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .encoders import build_encoder
 from .errors import InputError, PartsegError
-from .models.student import Head, PointCloudLike, Student, point_tensors
 from .pipeline import (
     StageReport,
     collection_key,
@@ -70,6 +66,12 @@ from .pipeline import (
 )
 from .records import KnowledgeUnits, Labelling, Shape
 from .store import Workspace, shape_scope
+
+if TYPE_CHECKING:  # torch is imported where a student is built: a cached run needs none
+    import torch
+    from torch import nn
+
+    from .models.student import PointCloudLike, Student
 
 
 @dataclass
@@ -233,6 +235,8 @@ def distillation_loss(logits: torch.Tensor, unit_masks: torch.Tensor, unit_label
 
     Returns a scalar; a zero that still carries the graph when no unit is active.
     """
+    import torch.nn.functional as F  # noqa: N812
+
     if normalise not in NORMALISATIONS:
         raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, "
                          f"not {normalise!r}")
@@ -330,6 +334,8 @@ def plateau_epoch(losses: Sequence[float], window: int = 5, tau: float = 0.01,
 def augment(points: torch.Tensor, config: DistillConfig,
             generator: torch.Generator) -> torch.Tensor:
     """Reference augmentation of points (N, 3): per-axis scale, shift, clipped jitter."""
+    import torch
+
     dev, dt = points.device, points.dtype
     lo, hi = config.scale_range
     scale = lo + (hi - lo) * torch.rand(3, generator=generator, device=dev, dtype=dt)
@@ -371,6 +377,10 @@ class _Item:
 def _make_item(student: Student, shape: PointCloudLike, units: KnowledgeUnits,
                gt: np.ndarray | None, pool_size: int, rng: np.random.Generator,
                half: bool) -> _Item:
+    import torch
+
+    from .models.student import point_tensors
+
     dev = student.device
     n = len(shape.points)
     pool = (np.arange(n) if n <= pool_size
@@ -393,6 +403,10 @@ def _item_logits(student: Student, item: _Item, config: DistillConfig,
                  rng: np.random.Generator, gen: torch.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (S, P) for S points sampled from the pool, and their pool positions (S,)."""
+    import torch
+
+    from .models.student import point_tensors
+
     pick = rng.choice(len(item.pool), min(config.n_sample, len(item.pool)), replace=False)
     pick_t = torch.as_tensor(pick, device=student.device)
     if item.feats is not None:
@@ -405,6 +419,9 @@ def _item_logits(student: Student, item: _Item, config: DistillConfig,
 def _item_probs(student: Student, item: _Item) -> np.ndarray:
     """(N, P) float32 probabilities of all the item's points; reuses kept features when
     they cover the whole shape."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
     if item.feats is None or len(item.pool) < len(item.shape.points):
         return student.predict(item.shape)
     with torch.no_grad():
@@ -419,6 +436,9 @@ def _train(student: Student, items: list[_Item], n_parts: int, class_w: np.ndarr
 
     Returns (mean loss per epoch, BD epoch or None, whether BD was forced).
     """
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
     total = max(1, config.epochs * steps_per_epoch)
@@ -470,6 +490,11 @@ def _train(student: Student, items: list[_Item], n_parts: int, class_w: np.ndarr
 
 def _new_student(encoder: nn.Module, n_parts: int, config: DistillConfig,
                  device: str) -> Student:
+    import torch
+    from torch import nn
+
+    from .models.student import Head, Student
+
     # A private RNG stream: initialisation depends on the seed only, and the caller's
     # global torch RNG is left as it was.
     with torch.random.fork_rng(devices=[]):
@@ -498,6 +523,10 @@ def check_config(config: DistillConfig) -> None:
 
 
 def _setup(config: DistillConfig) -> tuple[str, np.random.Generator, torch.Generator, nn.Module]:
+    import torch
+
+    from .encoders import build_encoder
+
     check_config(config)
     device = resolve_device(config.device)
     encoder = build_encoder(config.encoder, config.encoder_checkpoint, device)
@@ -519,6 +548,8 @@ def _result(probs: np.ndarray, item: _Item, losses: list[float], bd_epoch: int |
 
 
 def _set_normalisation(student: Student, items: list[_Item]) -> None:
+    import torch
+
     if not student.encoder.trainable:
         student.head.set_normalisation(torch.cat([i.feats for i in items]))
 
@@ -792,6 +823,8 @@ def save_student(path: Path, trained: TrainedStudent, config: DistillConfig,
     part names, encoder, the keys of the shapes it trained on (``training``: shape id ->
     "shape" stage key) and, per training shape, the C_bd its backward distillation
     computed (tensors ``rescored.<shape id>``, read back by `load_student`)."""
+    import torch
+
     from .saved_model import save_model
 
     state = {f"student.{k}": v for k, v in trained.student.state_dict().items()}
@@ -821,7 +854,9 @@ class LoadedStudent:
 
 def load_student(path: Path, device: str = "cpu") -> LoadedStudent:
     """A saved student; one-line ModelError for a missing, foreign or corrupt folder."""
+    from .encoders import build_encoder
     from .errors import ModelError, state_dict_mismatch
+    from .models.student import Head, Student
     from .saved_model import load_model
 
     saved = load_model(path, kind=STUDENT_KIND, device=device)

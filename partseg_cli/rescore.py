@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .distill import (
     DistillConfig,
     DistillResult,
-    PointCloudLike,
     distill_pre,
     distill_tta,
     rescore_units,
@@ -30,6 +30,9 @@ from .errors import PartsegError
 from .pipeline import StageReport, is_fresh, run_per_shape
 from .records import KnowledgeUnits
 from .store import Workspace, shape_scope
+
+if TYPE_CHECKING:
+    from .models.student import PointCloudLike
 
 __all__ = ["is_current", "rescore", "rescore_collection", "rescore_units", "run",
            "with_rescored"]

@@ -343,7 +343,7 @@ def test_encoder_checkpoint_mismatch_raises_model_error(tmp_path):
 
 
 def test_frozen_features_are_standardised_per_shape():
-    from partseg_cli.distill import Head, Student
+    from partseg_cli.models.student import Head, Student
 
     enc = build_encoder("pointnn")
     student = Student(enc, Head(enc.out_dim, 2, (8,)), shape_standardise=True)

@@ -73,3 +73,20 @@ def test_run_prints_counts_and_warns_about_empty_results(capsys, monkeypatch,
     # a cached rerun reports them again, from the stored notes
     code, _, err = partseg(capsys, monkeypatch, "vote", work, "--threshold", "1.01")
     assert "vote: 0 computed, 4 cached; warnings: 4 shapes with no part found" in err
+
+
+def test_category_gives_a_single_file_its_part_names(capsys, monkeypatch, tmp_path: Path,
+                                                     tiny_models) -> None:
+    import trimesh
+
+    trimesh.creation.box(extents=(1, 2, 1)).export(tmp_path / "thing.obj")
+    args = ["run", tmp_path / "thing.obj", "--work", tmp_path / "ws", "--teacher", "owlv2",
+            "--model", str(tiny_models["owlv2"]), "--views", "2", "--resolution", "64",
+            "--points", "500", "--device", "cpu"]
+    code, _, err = partseg(capsys, monkeypatch, *args)
+    assert code == 1 and "--category" in err  # no part names for a file without category
+    code, _, err = partseg(capsys, monkeypatch, *args, "--category", "chair")
+    assert code == 0, err
+    boxes = Workspace.open(tmp_path / "ws").read_record(shape_scope("thing"), "detect", Boxes)
+    assert boxes.part_names == ["arm", "back", "leg", "seat", "wheel"]
+    assert boxes.prompts[1] == "a back of a chair"

@@ -1,5 +1,6 @@
-"""Start-up cost: `--help`, `inspect` and a fully cached `run` never import the heavy
-libraries (torch, transformers, open3d, scipy, cc3d); only stages that compute do."""
+"""Start-up cost: `--help`, `inspect`, a fully cached `run` and a cached `distill` never
+import the heavy libraries (torch, transformers, open3d, scipy, cc3d); only stages that
+compute do."""
 
 from __future__ import annotations
 
@@ -39,3 +40,7 @@ def test_help_inspect_and_cached_run_import_no_heavy_library(tmp_path: Path) -> 
     cached, err = imported_heavy(*run)
     assert "vote: 0 computed, 4 cached" in err
     assert cached == []
+    distill = ["distill", str(work), "--epochs", "1", "--no-backward"]
+    assert "torch" in imported_heavy(*distill)[0]
+    cached, err = imported_heavy(*distill)
+    assert "distill: 0 computed, 4 cached" in err and cached == []
