@@ -8,16 +8,18 @@ end and the exit code is 1.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import warnings
 from collections.abc import Callable
+from inspect import Parameter, signature
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from . import __version__
+from . import __version__, batch
 from .errors import InputError, PartsegError, WriteError, first_line, os_error_line
 from .help_text import EXAMPLES
 from .pipeline import StageReport
@@ -70,26 +72,64 @@ def finish(reports: list[StageReport]) -> None:
     """Print what each stage did; list failed shapes and exit 1 if there were any."""
     failed: dict[str, str] = {}
     for report in reports:
-        typer.echo(report.summary(), err=True)
+        batch.log(report.summary(), always=True)
         counts = [(sid, n.counts) for sid, n in report.notes.items() if n.labelling]
         for sid, text in counts[:MAX_NOTE_LINES]:
-            typer.echo(f"  {sid}: {text}", err=True)
+            batch.log(f"  {sid}: {text}", always=True)
         if len(counts) > MAX_NOTE_LINES:
-            typer.echo(f"  ... {len(counts) - MAX_NOTE_LINES} more shapes (`partseg report` "
-                       "lists them all)", err=True)
+            batch.log(f"  ... {len(counts) - MAX_NOTE_LINES} more shapes (`partseg report` "
+                      "lists them all)", always=True)
         lines = report.warning_lines()
         for line in lines[:MAX_NOTE_LINES]:
-            typer.echo(f"partseg: warning: {line}", err=True)
+            _say(f"partseg: warning: {line}")
         if len(lines) > MAX_NOTE_LINES:
-            typer.echo(f"partseg: warning: ... and {len(lines) - MAX_NOTE_LINES} more "
-                       f"{report.stage} warnings (`partseg report` lists them all)", err=True)
+            _say(f"partseg: warning: ... and {len(lines) - MAX_NOTE_LINES} more "
+                 f"{report.stage} warnings (`partseg report` lists them all)")
         for shape_id, problem in report.failed.items():
             failed.setdefault(shape_id, f"{report.stage}: {problem}")
     if failed:
-        typer.echo(f"{len(failed)} shape(s) failed:", err=True)
+        _say(f"{len(failed)} shape(s) failed:")
         for shape_id, problem in failed.items():
-            typer.echo(f"  {shape_id}: {problem}", err=True)
+            _say(f"  {shape_id}: {problem}")
         raise typer.Exit(1)
+
+
+def _say(text: str) -> None:
+    """A line on stderr that --quiet keeps (errors, failures), also into --log-file."""
+    typer.echo(text, err=True)
+    batch.to_log_file(text)
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and failed shapes "
+                                     "on stderr: no progress bar, log lines or summaries.")]
+LogFile = Annotated[Path | None, typer.Option(
+    help="Also append every progress and summary line, with a timestamp, to this file.")]
+
+
+def shared_options(*extra: Parameter
+                   ) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Add --quiet, --log-file (and the ``extra`` parameters, e.g. the executor options)
+    to a command. typer reads the wrapper's signature, so one definition serves every
+    command; the wrapper sets up logging and signals and hands the rest on."""
+    own = [Parameter("quiet", Parameter.KEYWORD_ONLY, default=False, annotation=Quiet),
+           Parameter("log_file", Parameter.KEYWORD_ONLY, default=None, annotation=LogFile),
+           *extra]
+
+    def decorate(func: Callable[..., T]) -> Callable[..., T]:
+        sig = signature(func, eval_str=True)
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: object) -> T:
+            batch.configure(bool(kwargs.pop("quiet")), kwargs.pop("log_file"))  # type: ignore[arg-type]
+            return func(**kwargs)
+
+        params = [p.replace(kind=Parameter.KEYWORD_ONLY)
+                  for p in sig.parameters.values()]
+        wrapper.__signature__ = sig.replace(parameters=params + own)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params + own}
+        return wrapper
+
+    return decorate
 
 
 def version_callback(value: bool) -> None:
@@ -138,16 +178,27 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
     try:
+        _invoke(command, args)
+    finally:
+        batch.release()
+
+
+def _invoke(command: typer.core.TyperGroup, args: list[str]) -> None:
+    """Run the command; every outcome becomes an exit code (see main)."""
+    try:
         with command.make_context("partseg", args) as ctx:
             result = command.invoke(ctx)
     except (PartsegError, WriteError) as exc:
-        typer.echo(f"partseg: error: {first_line(exc)}", err=True)
+        _say(f"partseg: error: {first_line(exc)}")
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:
         typer.echo(_usage_line(exc), err=True)
         sys.exit(2)
+    except batch.Stopped as exc:
+        _say(f"partseg: {exc} (stored outputs are kept; rerun to resume)")
+        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt, EOFError):
         typer.echo("partseg: interrupted (finished outputs are kept; rerun to resume)",
                    err=True)
@@ -230,6 +281,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 
 
 @app.command(epilog=EXAMPLES["render"])
+@shared_options()
 def render(
     inputs: Annotated[list[Path], typer.Argument(
         help="Mesh or point-cloud files, or dataset folders (PartNetE, ShapeNetPart, "
@@ -275,7 +327,25 @@ def render(
     finish([ingested, render_stage.run(workspace, ok, config, force)])
 
 
+@app.command()
+@shared_options()
+def status(
+    work: Work,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")
+                        ] = False,
+) -> None:
+    """Per stage: shapes done, stale, missing and failed (with reasons and logs); the
+    jobs of the last --executor submission: done, failed, running, pending."""
+    import json
+
+    from .status import collect, render_text
+
+    summary = collect(work)
+    typer.echo(json.dumps(summary, indent=1) if json_out else render_text(summary))
+
+
 @app.command(epilog=EXAMPLES["inspect"])
+@shared_options()
 def inspect(work: Work) -> None:
     """Show what the workspace holds: per shape, each stage's key, age and settings."""
     from .inspect import describe
@@ -347,6 +417,7 @@ Prompt = Annotated[str | None, typer.Option(
 
 
 @app.command(epilog=EXAMPLES["detect"])
+@shared_options()
 def detect(
     work: Work,
     teacher: Teacher = "owlv2",
@@ -386,6 +457,7 @@ def detect(
 
 
 @app.command("sam-refine", epilog=EXAMPLES["sam-refine"])
+@shared_options()
 def sam_refine(
     work: Work,
     model: Annotated[str | None, typer.Option(
@@ -419,6 +491,7 @@ def sam_refine(
 
 
 @app.command(epilog=EXAMPLES["superpoints"])
+@shared_options()
 def superpoints(
     work: Work,
     k: Annotated[int, typer.Option(help="Neighbours in the point graph.")] = 10,
@@ -446,6 +519,7 @@ def superpoints(
 
 
 @app.command(epilog=EXAMPLES["backproject"])
+@shared_options()
 def backproject(
     work: Work,
     source: Annotated[str, typer.Option(
@@ -470,6 +544,7 @@ def backproject(
 
 
 @app.command(epilog=EXAMPLES["vote"])
+@shared_options()
 def vote(
     work: Work,
     threshold: Annotated[float, typer.Option(
@@ -492,6 +567,7 @@ def vote(
 
 
 @app.command(epilog=EXAMPLES["export"])
+@shared_options()
 def export(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -530,6 +606,7 @@ def export(
 
 
 @app.command(epilog=EXAMPLES["show"])
+@shared_options()
 def show(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs.")],
@@ -600,6 +677,7 @@ def _pictures(workspace: Workspace, ids: list[str], out: Path, method: str | Non
 
 
 @app.command(epilog=EXAMPLES["evaluate"])
+@shared_options()
 def evaluate(
     work: Work,
     method: Annotated[str, typer.Option(
@@ -756,6 +834,7 @@ Sam = Annotated[str | None, typer.Option(
 
 
 @app.command("run", epilog=EXAMPLES["run"])
+@shared_options()
 def run_all(
     inputs: Annotated[list[Path], typer.Argument(
         help="Shape files or dataset folders (as for `partseg render`).", show_default=False)],
@@ -828,6 +907,7 @@ BdWeighting = Annotated[str, typer.Option(
 
 
 @app.command(epilog=EXAMPLES["distill"])
+@shared_options()
 def distill(
     work: Annotated[Path | None, typer.Argument(
         help="Workspace with knowledge units (`partseg backproject`).",
@@ -916,6 +996,7 @@ def distill(
 
 
 @app.command(epilog=EXAMPLES["rescore"])
+@shared_options()
 def rescore(
     work: Work,
     method: Annotated[str, typer.Option(
@@ -939,6 +1020,7 @@ def rescore(
 
 
 @app.command(epilog=EXAMPLES["adapt"])
+@shared_options()
 def adapt(
     work: Annotated[Path | None, typer.Argument(
         help="Workspace folder (made by `partseg render`/`run`); with --labels it defaults "
@@ -1074,6 +1156,7 @@ def _few_shot_inputs(labels: Path, shape: Path | None) -> tuple[list[str], list[
 
 
 @app.command("train-teacher", epilog=EXAMPLES["train-teacher"])
+@shared_options()
 def train_teacher(
     inputs: Annotated[list[Path], typer.Argument(
         help="Labelled shapes: files or dataset folders (as for `partseg render`).",

@@ -8,14 +8,12 @@ one bad shape does not stop the others.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm import tqdm
-
+from . import journal
+from .batch import Progress
 from .errors import ModelError, PartsegError, StoreError
 from .notes import Notes, record_notes, warning_summary
 from .store import Workspace, content_key, shape_scope
@@ -65,11 +63,10 @@ class StageReport:
 
 
 def progress(iterable: Iterable[Any], desc: str, total: int | None = None,
-             unit: str = "shape") -> Iterable[Any]:
-    """A tqdm bar on stderr, hidden when stderr is not a terminal and in CI logs."""
-    disable = not sys.stderr.isatty() or bool(os.environ.get("PARTSEG_NO_PROGRESS"))
-    return tqdm(iterable, desc=desc, total=total, disable=disable, unit=unit,
-                leave=False, dynamic_ncols=True)
+             unit: str = "shape") -> Progress:
+    """A tqdm bar on a terminal, one log line per item otherwise (batch.py); a stop
+    signal ends the loop at the next item boundary."""
+    return Progress(iterable, desc, total, unit)
 
 
 def stage_key(workspace: Workspace, scope: str, stage: str, params: dict[str, Any],
@@ -113,7 +110,8 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
     a `ModelError` stops the stage.
     """
     report = StageReport(stage)
-    for shape_id in progress(shape_ids, desc=stage):
+    steps = progress(shape_ids, desc=stage)
+    for shape_id in steps:
         scope = shape_scope(shape_id)
         try:
             key = stage_key(workspace, scope, stage, params, inputs)
@@ -121,21 +119,29 @@ def run_per_shape(workspace: Workspace, stage: str, shape_ids: list[str],
                 report.skipped.append(shape_id)
                 if (stored := workspace.notes(scope, stage)) is not None:
                     report.notes[shape_id] = Notes.from_json(stored)
+                steps.note("cached")
                 continue
             record = compute(shape_id)
             extra = None
             if isinstance(record, tuple):  # (record, extra arrays stored beside it)
                 record, extra = record
             notes = record_notes(record)
+            # the inputs' keys let `partseg status` see stale outputs without recomputing
+            upstream = {name: workspace.key(scope, name) for name in inputs}
             workspace.write(scope, stage, record, key=key, params=params, extra_arrays=extra,
-                            notes=notes.to_json() if notes else None)
+                            notes=notes.to_json() if notes else None, inputs=upstream)
             if notes:
                 report.notes[shape_id] = notes
             report.computed.append(shape_id)
+            steps.note("computed")
         except ModelError:
             raise  # a model that cannot load fails every shape alike: stop at once
         except PartsegError as exc:
             report.failed[shape_id] = str(exc)
+            steps.note("failed")
+            journal.record_failure(workspace.root, stage, shape_id, str(exc))
+        else:
+            journal.clear_failure(workspace.root, stage, shape_id)
     return report
 
 

@@ -423,9 +423,11 @@ class Workspace:
     def write(self, scope: str, stage: str, record: Any, key: str,
               params: dict[str, Any] | None = None,
               extra_arrays: dict[str, np.ndarray] | None = None,
-              notes: dict[str, Any] | None = None) -> None:
+              notes: dict[str, Any] | None = None,
+              inputs: dict[str, str | None] | None = None) -> None:
         """Store ``record`` (a dataclass from records.py) atomically under scope/stage,
-        with ``notes`` (notes.Notes.to_json: counts and warnings) in its provenance.
+        with ``notes`` (notes.Notes.to_json: counts and warnings) and ``inputs`` (stage
+        name -> the key it was computed from) in its provenance.
 
         Each array's checksum is recorded beside it for `read` to verify. A file-system
         failure (read-only folder, full disk) raises WriteError; what was stored before
@@ -441,6 +443,8 @@ class Workspace:
                             "arrays": {name: _checksum(value) for name, value in arrays.items()}}
         if notes:
             attrs["partseg"]["notes"] = notes
+        if inputs is not None:
+            attrs["partseg"]["inputs"] = inputs
         final = self._path(scope, stage)
         tmp = self.tmp_root / (self._tmp_name("w") + self._backend.suffix)
         with _writing(final):
