@@ -632,6 +632,7 @@ def show(
 
 
 @app.command(epilog=EXAMPLES["report"])
+@shared_options()
 def report(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (one "
