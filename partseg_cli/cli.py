@@ -327,7 +327,7 @@ def render(
     finish([ingested, render_stage.run(workspace, ok, config, force)])
 
 
-@app.command()
+@app.command(epilog=EXAMPLES["status"])
 @shared_options()
 def status(
     work: Work,

@@ -22,6 +22,9 @@ EXAMPLES: dict[str, str] = {
         "partseg render chair.ply --work runs/chair --views 6 --resolution 512",
         "partseg render data/ --work runs/all --shard $SLURM_ARRAY_TASK_ID/10"),
     "inspect": _examples("partseg inspect runs/chairs"),
+    "status": _examples(
+        "partseg status runs/all            # per stage done/stale/missing/failed, jobs",
+        "partseg status runs/all --json"),
     "detect": _examples(
         "partseg detect runs/chairs --teacher owlv2 --parts \"back,seat,leg,arm\"",
         "partseg detect runs/chairs --teacher grounding-dino --category \"office chair\"",
