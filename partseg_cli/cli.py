@@ -643,6 +643,9 @@ def report(
     view: Annotated[list[int] | None, typer.Option(
         help="Views shown per shape (repeatable; default 0 and 1).")] = None,
     size: Annotated[int, typer.Option(help="Largest panel side in pixels.")] = 260,
+    max_pictures: Annotated[int, typer.Option(
+        help="Shapes shown with pictures (the rest are scored and listed); keeps the page "
+             "small enough to open.")] = 40,
     convention: Annotated[str, typer.Option(
         help="Scoring convention, as for `partseg evaluate`.")] = "shapenetpart",
     shape_id: Shapes = None,
@@ -657,7 +660,7 @@ def report(
 
     check_output_file(out, "--out")
     workspace, ids = _open(work, shape_id, shard)
-    counts = write_report(workspace, ids, out, method, view, size, convention)
+    counts = write_report(workspace, ids, out, method, view, size, convention, max_pictures)
     typer.echo(f"report: {counts['shapes']} shapes, {counts['images']} images, "
                f"{counts['warnings']} warnings in {out}", err=True)
 
@@ -812,8 +815,9 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
                                        derive_instances=False)
         typer.echo(f"[{method}]")
         typer.echo(report.table())
-    typer.echo(f"results in {work}; view them with `partseg export {work} --out OUT "
-               f"--method {methods[-1]}`", err=True)
+    typer.echo(f"results in {work}; see into them with `partseg report {work} --out "
+               f"report.html`, export them with `partseg export {work} --out OUT --method "
+               f"{methods[-1]}`", err=True)
     finish(reports)
 
 

@@ -120,17 +120,20 @@ def _summary(report: Any, method: str, note: str) -> str:
     if report is None:
         return f"<p class=\"warn\">{_e(note)}</p>"
     domains = list(report.domains)
-    t2d = report.teacher_2d or {}
-    header = ["category", "shapes"] + [f"{d} mIoU %" for d in domains] + \
-        [f"teacher 2D mIoU {w} %" for w in t2d]
+    # the teacher's own 2D scores: mIoU2D before/after re-scoring, box precision/recall
+    # against ground-truth part components and confidence AUROC (`evaluate --teacher-2d`)
+    teacher = {f"teacher 2D mIoU {w} %": t for w, t in (report.teacher_2d or {}).items()}
+    teacher |= {f"teacher box {n.replace('_', ' ')} %": t
+                for n, t in (getattr(report, "teacher_boxes", None) or {}).items()}
+    header = ["category", "shapes"] + [f"{d} mIoU %" for d in domains] + list(teacher)
     rows = []
     for c in report.categories:
         rows.append([_e(c), str(report.n_shapes[c])]
                     + [_pct(report.domains[d].category_miou.get(c)) for d in domains]
-                    + [_pct(t2d[w].get(c)) for w in t2d])
+                    + [_pct(t.get(c)) for t in teacher.values()])
     rows.append(["<b>overall</b>", str(sum(report.n_shapes.values()))]
                 + [f"<b>{_pct(report.domains[d].overall_miou)}</b>" for d in domains]
-                + [_pct(t2d[w].get("mean")) for w in t2d])
+                + [_pct(t.get("mean")) for t in teacher.values()])
     parts = [f"<h2>Scores: {_e(method)}</h2>",
              _table(header, rows, caption=f"convention {report.convention}; figures in %")]
     if note:
@@ -196,7 +199,13 @@ def _shape_section(workspace: Workspace, shape_id: str, method: str | None,
                    miou: float | None, views: list[int] | None, size: int) -> tuple[str, int]:
     from .show import shape_sheets
 
-    sheets, names, palette, category = shape_sheets(workspace, shape_id, method, views, size)
+    if views:
+        sheets, names, palette, category = shape_sheets(workspace, shape_id, method, views,
+                                                        size)
+        key = _legend(names, palette)
+    else:  # listed without pictures: read no render
+        attrs = workspace.read(shape_scope(shape_id), "shape", names=[]).record_attrs
+        sheets, key, category = [], "", attrs.get("category", "")
     notes, n_warnings = _notes(workspace, shape_id)
     score = "" if miou is None else f" &mdash; point mIoU {_pct(miou)}%"
     images = "".join(f"<img class=\"sheet\" alt=\"{_e(shape_id)} view {v}\" "
@@ -204,20 +213,21 @@ def _shape_section(workspace: Workspace, shape_id: str, method: str | None,
     body = (f"<div class=\"shape\" id=\"shape-{_e(shape_id)}\"><h3>{_e(shape_id)} "
             f"<span class=\"muted\">({_e(category or 'no category')}; "
             f"{_e(method or 'no labelling')})</span>{score}</h3>"
-            + _teacher_line(workspace, shape_id) + notes + _legend(names, palette) + images
+            + _teacher_line(workspace, shape_id) + notes + key + images
             + _provenance(workspace, shape_id) + "</div>")
     return body, n_warnings
 
 
 def write_report(workspace: Workspace, shape_ids: list[str], out: Path,
                  method: str = "auto", views: list[int] | None = None, size: int = 260,
-                 convention: str = "shapenetpart") -> dict[str, int]:
+                 convention: str = "shapenetpart", max_pictures: int = 40) -> dict[str, int]:
     """Write the report of ``shape_ids`` to ``out`` (atomically) and return counts:
     {"shapes", "images", "warnings"}.
 
     method: the stored labelling shown and scored ("auto": the most downstream one most
     shapes have); views: which views per shape (default the first two); size: the
-    largest panel side in pixels.
+    largest panel side in pixels; max_pictures: shapes shown with pictures (the rest
+    are scored and listed with their notes: the page stays small enough to open).
     """
     chosen = _choose_method(workspace, shape_ids, method)
     report, per_shape, note = _scores(workspace, shape_ids, chosen, convention)
@@ -225,7 +235,8 @@ def write_report(workspace: Workspace, shape_ids: list[str], out: Path,
     sections, n_images, n_warnings = [], 0, 0
     for sid in shape_ids:
         try:
-            shape_views = _existing_views(workspace, sid, views)
+            shape_views = (_existing_views(workspace, sid, views)
+                           if len(sections) < max_pictures else [])
             body, warned = _shape_section(workspace, sid, chosen, per_shape.get(sid),
                                           shape_views, size)
             n_images += len(shape_views)
@@ -234,6 +245,10 @@ def write_report(workspace: Workspace, shape_ids: list[str], out: Path,
             body = (f"<div class=\"shape\"><h3>{_e(sid)}</h3><p class=\"warn\">not shown: "
                     f"{_e(exc)}</p></div>")
         sections.append(body)
+    if len(shape_ids) > max_pictures:
+        sections.insert(max_pictures, f"<p class=\"muted\">Pictures of the first {max_pictures} "
+                        f"of {len(shape_ids)} shapes (--max-pictures); the rest are listed "
+                        "without them.</p>")
     index = " ".join(f"<a href=\"#shape-{_e(s)}\">{_e(s)}</a>" for s in shape_ids)
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -83,3 +83,20 @@ def test_report_renders_images_and_tables_in_headless_chromium(capsys, monkeypat
     # the part colours of the thumbnails are on screen
     for colour in part_palette(4)[:2]:
         assert (np.abs(pixels.astype(int) - colour).sum(axis=1) < 6).sum() > 200
+
+
+def test_report_of_many_shapes_keeps_pictures_to_the_first(capsys, monkeypatch,
+                                                           tmp_path: Path) -> None:
+    data, work, page = tmp_path / "data", tmp_path / "ws", tmp_path / "report.html"
+    shutil.copytree(EXAMPLES, data)
+    code, _, err = partseg(capsys, monkeypatch, "run", data, "--work", work, "--teacher",
+                           "simulated", "--views", "2", "--resolution", "96", "--points",
+                           "800")
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "report", work, "--out", page,
+                           "--max-pictures", "1", "--view", "1")
+    assert code == 0 and "4 shapes, 1 images" in err, err
+    text = page.read_text()
+    assert text.count("<img") == 1 and "Pictures of the first 1 of 4 shapes" in text
+    assert all(f"Chair_chair{i}" in text for i in range(4))  # every shape still listed
+    assert "teacher 2D mIoU before" in text and "teacher box precision" in text
