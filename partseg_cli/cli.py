@@ -898,7 +898,8 @@ Mode = Annotated[str, typer.Option(
     help="tta: one student head per shape (test-time alignment); pre: one student over "
          "all selected shapes (pre-alignment).")]
 Encoder = Annotated[str, typer.Option(
-    help="Point encoder: pointnn (training-free, no weights) or pointnet (learnable).")]
+    help="Point encoder: pointnn (training-free, no weights), pointnet or dgcnn "
+         "(learnable, trained with the head: the paper's Table 5 row 7).")]
 EncoderCheckpoint = Annotated[Path | None, typer.Option(
     help="State-dict file for the encoder; a loaded encoder is frozen.")]
 Epochs = Annotated[int, typer.Option(help="Training epochs (fixed schedule; the last "

@@ -372,17 +372,23 @@ class _Item:
     conf: torch.Tensor  # (K,) float32, replaced by C_bd after backward distillation
     gt: torch.Tensor | None  # (Q,) int64 few-shot labels on the pool, -1 ignored
     rescored: np.ndarray | None = None
+    graph: torch.Tensor | None = None  # (1, Q, k) kNN of the pool, for a graph encoder
 
 
 def _make_item(student: Student, shape: PointCloudLike, units: KnowledgeUnits,
                gt: np.ndarray | None, pool_size: int, rng: np.random.Generator,
-               half: bool) -> _Item:
+               half: bool, n_sample: int) -> _Item:
     import torch
 
     from .models.student import point_tensors
 
     dev = student.device
     n = len(shape.points)
+    graph_encoder = student.encoder.trainable and hasattr(student.encoder, "neighbours")
+    if graph_encoder:
+        # As the reference: a fixed subset of n_sample points per shape, so its kNN
+        # graph is built once (the augmentation moves points too little to change it).
+        pool_size = min(pool_size, n_sample)
     pool = (np.arange(n) if n <= pool_size
             else np.sort(rng.choice(n, pool_size, replace=False)))
     feats = None
@@ -390,13 +396,18 @@ def _make_item(student: Student, shape: PointCloudLike, units: KnowledgeUnits,
         with torch.no_grad():
             feats = student.encode(*point_tensors(shape, dev))[torch.as_tensor(pool, device=dev)]
         feats = feats.half() if half else feats
+    graph = None
+    if graph_encoder:
+        pts = point_tensors(shape, dev)[0][torch.as_tensor(pool, device=dev)]
+        graph = student.encoder.neighbours(pts[None])
     k = len(units)
     masks = (torch.as_tensor(units.masks[:, pool], device=dev) if k
              else torch.zeros(0, len(pool), dtype=torch.bool, device=dev))
     return _Item(shape, units, pool, feats, masks,
                  torch.as_tensor(units.labels, dtype=torch.long, device=dev).reshape(k),
                  torch.as_tensor(units.confidence, dtype=torch.float32, device=dev).reshape(k),
-                 None if gt is None else torch.as_tensor(gt[pool], dtype=torch.long, device=dev))
+                 None if gt is None else torch.as_tensor(gt[pool], dtype=torch.long, device=dev),
+                 graph=graph)
 
 
 def _item_logits(student: Student, item: _Item, config: DistillConfig,
@@ -407,6 +418,12 @@ def _item_logits(student: Student, item: _Item, config: DistillConfig,
 
     from .models.student import point_tensors
 
+    if item.graph is not None:  # the whole fixed pool, with its cached graph
+        pts, nrm, col = (t[torch.as_tensor(item.pool, device=student.device)]
+                         for t in point_tensors(item.shape, student.device))
+        feats = student.encoder(augment(pts, config, gen)[None], nrm[None], col[None],
+                                neighbours=item.graph)[0]
+        return student.head(feats), torch.arange(len(item.pool), device=student.device)
     pick = rng.choice(len(item.pool), min(config.n_sample, len(item.pool)), replace=False)
     pick_t = torch.as_tensor(pick, device=student.device)
     if item.feats is not None:
@@ -507,6 +524,13 @@ def _new_student(encoder: nn.Module, n_parts: int, config: DistillConfig,
     return Student(encoder, head, config.shape_standardise).to(device)
 
 
+def _density_matched(encoder: nn.Module, config: DistillConfig) -> nn.Module:
+    # A graph encoder labels a shape in passes of as many points as it trained on.
+    if hasattr(encoder, "points_per_pass"):
+        encoder.points_per_pass = config.n_sample
+    return encoder
+
+
 def check_config(config: DistillConfig) -> None:
     """One-line PartsegError for a setting outside its choices."""
     choices = {"normalise": NORMALISATIONS, "lr_schedule": LR_SCHEDULES,
@@ -529,7 +553,8 @@ def _setup(config: DistillConfig) -> tuple[str, np.random.Generator, torch.Gener
 
     check_config(config)
     device = resolve_device(config.device)
-    encoder = build_encoder(config.encoder, config.encoder_checkpoint, device)
+    encoder = _density_matched(build_encoder(config.encoder, config.encoder_checkpoint, device),
+                               config)
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed)
     return device, np.random.default_rng(config.seed), gen, encoder
@@ -571,7 +596,7 @@ def distill_tta(shape: PointCloudLike, units: KnowledgeUnits, n_parts: int,
         return _uniform(n, n_parts)
     device, rng, gen, encoder = _setup(config)
     student = _new_student(encoder, n_parts, config, device)
-    item = _make_item(student, shape, units, None, n, rng, half=False)
+    item = _make_item(student, shape, units, None, n, rng, half=False, n_sample=config.n_sample)
     _set_normalisation(student, [item])
     losses, bd_epoch, forced = _train(student, [item], n_parts,
                                       class_weights(units, n_parts) if config.class_weighting
@@ -645,8 +670,9 @@ def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n
                            np.zeros(0, np.int32), np.zeros(0, np.int32))
     n_items = len(collection) + len(labelled)
     pool = feature_pool_size(n_items, encoder.out_dim, config)
-    items = [_make_item(student, s, u, None, pool, rng, half=True) for s, u in collection]
-    items += [_make_item(student, s, empty, np.asarray(g), pool, rng, half=True)
+    items = [_make_item(student, s, u, None, pool, rng, True, config.n_sample)
+             for s, u in collection]
+    items += [_make_item(student, s, empty, np.asarray(g), pool, rng, True, config.n_sample)
               for s, g in labelled]
     _set_normalisation(student, items)
     class_w = (class_weights([u for _, u in collection], n_parts,
@@ -869,7 +895,7 @@ def load_student(path: Path, device: str = "cpu") -> LoadedStudent:
         config = DistillConfig(**{**stored, "encoder_checkpoint": None, "device": device})
         part_names = [str(p) for p in meta["part_names"]]
         training = {str(k): str(v) for k, v in meta["training_shapes"].items()}
-        encoder = build_encoder(config.encoder, None, device)
+        encoder = _density_matched(build_encoder(config.encoder, None, device), config)
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"{path}: not a valid PartDistill student ({err})") from None
     if meta.get("encoder_frozen", True) and encoder.trainable:

@@ -203,9 +203,16 @@ class PointNetEncoder(nn.Module):
         return torch.cat([local, glob], dim=-1)
 
 
+def _dgcnn() -> nn.Module:
+    from .models.dgcnn import DGCNNEncoder
+
+    return DGCNNEncoder()
+
+
 ENCODERS: dict[str, Callable[[], nn.Module]] = {
     "pointnn": PointNNEncoder,
     "pointnet": PointNetEncoder,
+    "dgcnn": _dgcnn,
 }
 
 

@@ -64,7 +64,10 @@ class Student(nn.Module):
 
     def encode(self, points: torch.Tensor, normals: torch.Tensor,
                colors: torch.Tensor) -> torch.Tensor:
-        """(N, 3) tensors -> features (N, D)."""
+        """(N, 3) tensors -> features (N, D). An encoder whose neighbourhoods depend on
+        density (``encode_shape``) is run on subsets of the size it trained on."""
+        if hasattr(self.encoder, "encode_shape"):
+            return self.encoder.encode_shape(points, normals, colors)
         feats = self.encoder(points[None], normals[None], colors[None])[0]
         if self.shape_standardise and not self.encoder.trainable:
             feats = (feats - feats.mean(0)) / feats.std(0).clamp(min=1e-3)
