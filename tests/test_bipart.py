@@ -261,6 +261,7 @@ def test_cli_trains_applies_and_evaluates(tmp_path: Path, capsys, monkeypatch):
                            "bipart", "--apply", str(tmp_path / "seen" / "bp"), "--support",
                            "similarity", *tiny)
     assert code == 0, err
+    assert "parts found" in err and "points labelled" in err  # per-shape counts (notes)
     code, out, err = partseg(capsys, monkeypatch, "evaluate", str(tmp_path / "unseen"),
                              "--method", "bipart")
     assert code == 0, err

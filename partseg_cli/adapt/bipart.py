@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelError, PartsegError
+from ..notes import Notes, record_notes
 from ..pipeline import StageReport, collection_key, progress, stored_under
 from ..records import KnowledgeUnits, Labelling, Shape
 from ..store import Workspace, shape_scope
@@ -584,6 +585,8 @@ def label_workspace(workspace: Workspace, shape_ids: list[str], config: BiPartCo
     if not force and stored_under(workspace, STAGE, shape_ids, key) and (
             apply is not None or _saved_key(path) == model_key):
         report.skipped = list(shape_ids)
+        report.notes = {sid: Notes.from_json(stored) for sid in shape_ids
+                        if (stored := workspace.notes(shape_scope(sid), STAGE)) is not None}
         return report
     encoder = build_encoder_for(config, device)
     if apply is not None and encoder.out_dim != net.extractor.in_dim:
@@ -612,8 +615,10 @@ def label_workspace(workspace: Workspace, shape_ids: list[str], config: BiPartCo
         probs = label_all(net, items, config)
     for sid, shape, own, p, skey in zip(shape_ids, shapes, names, probs, shape_keys,
                                         strict=True):
-        workspace.write(shape_scope(sid), STAGE, _labelling(shape, p, own, skey in trained_on),
-                        key=key, params=label_params)
+        labelling = _labelling(shape, p, own, skey in trained_on)
+        report.notes[sid] = record_notes(labelling)
+        workspace.write(shape_scope(sid), STAGE, labelling, key=key, params=label_params,
+                        notes=report.notes[sid].to_json())
         report.computed.append(sid)
     return report
 
