@@ -87,15 +87,17 @@ def labeleddb_workspace(work: Path, per_category: int, seed: int) -> dict[str, l
     return {c: [s.shape_id for s in group] for c, group in chosen.items()}
 
 
-def prepare(ws: Workspace, ids: list[str], resolution: int, seed: int) -> None:
-    """Every stage PartSTAD and voting read, cached in the workspace."""
-    for report in (
-        render.run(ws, ids, render.RenderConfig(n_views=10, resolution=resolution,
-                                                n_points=10000, seed=seed)),
-        detect.run(ws, ids, detect.DetectConfig(teacher="simulated", seed=seed)),
-        sam_refine.run(ws, ids, sam_refine.RefineConfig(model="grabcut", seed=seed)),
-        superpoints.run(ws, ids, superpoints.SuperpointConfig()),
-    ):
+def prepare(ws: Workspace, ids: list[str], resolution: int, seed: int, masks: bool) -> None:
+    """Every stage PartSTAD and voting read, cached in the workspace (GrabCut masks only
+    when a row uses them)."""
+    reports = [render.run(ws, ids, render.RenderConfig(n_views=10, resolution=resolution,
+                                                       n_points=10000, seed=seed)),
+               detect.run(ws, ids, detect.DetectConfig(teacher="simulated", seed=seed))]
+    if masks:
+        reports.append(sam_refine.run(ws, ids, sam_refine.RefineConfig(model="grabcut",
+                                                                       seed=seed)))
+    reports.append(superpoints.run(ws, ids, superpoints.SuperpointConfig()))
+    for report in reports:
         if report.failed:
             raise SystemExit(f"{report.stage} failed: {report.failed}")
 
@@ -158,8 +160,9 @@ def main() -> None:
               else labeleddb_workspace(work, args.per_category, 0))
     ws = Workspace.open(work)
     every = [sid for ids in groups.values() for sid in ids]
+    rows = [ROWS[int(i)] for i in args.rows.split(",")]
     started = time.perf_counter()
-    prepare(ws, every, args.resolution, args.seed)
+    prepare(ws, every, args.resolution, args.seed, any(r[1] == "masks" for r in rows))
     print(f"data {args.data}: {len(groups)} categories, {args.train} training + "
           f"{args.per_category - args.train} scored shapes each; stages "
           f"{time.perf_counter() - started:.0f} s; PartSTAD epochs "
@@ -168,7 +171,6 @@ def main() -> None:
     header = (f"{'':<34}" + "".join(f"{c[:8]:>9}" for c in categories)
               + f"{'mIoU':>7}{'AP50':>7}{'AP50ag':>7}{'train s':>9}{'apply s':>9}")
     print(header)
-    rows = [ROWS[int(i)] for i in args.rows.split(",")]
     lifted = None
     for name, source, options in sorted(rows, key=lambda r: r[1]):  # lift once per source
         if source != lifted:
