@@ -277,6 +277,10 @@ def main() -> None:
 
     if "table4" in tables:
         print(f"\nTable 4 (generalisation, trained on {', '.join(seen)}), test-half mIoU %")
+        if half < config.support_size:
+            print(f"  (a pool of {half} shapes fills a support set of {config.support_size}: "
+                  "every selection takes all of it; use --per-category >= "
+                  f"{2 * config.support_size})")
         print(_header(everything))
         for selection in ("random", "similarity", "part-perfect"):
             variant = dataclasses.replace(config, support=selection)
