@@ -47,6 +47,7 @@ class _State:
     finished: list[str] = []  # "detect 8/8" for each loop that ran to its end
     current: str = ""  # "detect 3/8" of the loop running now
     previous: dict[int, Any] = {}  # handlers before configure()
+    last_said = ""
 
 
 def configure(quiet: bool = False, log_file: Path | None = None) -> None:
@@ -97,10 +98,16 @@ def log(text: str, always: bool = False) -> None:
         _State.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
 
 
-def to_log_file(text: str) -> None:
-    """Only into the --log-file (lines already printed elsewhere, e.g. an error)."""
+def said(text: str) -> None:
+    """Note a line printed elsewhere (an error, a failed shape): into the --log-file, and
+    kept as what a job reports last (`last_said`)."""
+    _State.last_said = text
     if _State.log_file is not None:
         _State.log_file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+
+def last_said() -> str:
+    return _State.last_said
 
 
 def _on_signal(signum: int, frame: Any) -> None:

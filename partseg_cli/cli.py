@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from inspect import Parameter, signature
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -97,13 +97,41 @@ def finish(reports: list[StageReport]) -> None:
 def _say(text: str) -> None:
     """A line on stderr that --quiet keeps (errors, failures), also into --log-file."""
     typer.echo(text, err=True)
-    batch.to_log_file(text)
+    batch.said(text)
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and failed shapes "
                                      "on stderr: no progress bar, log lines or summaries.")]
 LogFile = Annotated[Path | None, typer.Option(
     help="Also append every progress and summary line, with a timestamp, to this file.")]
+
+
+def _option(name: str, annotation: object, default: object = None) -> Parameter:
+    return Parameter(name, Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+EXECUTOR_OPTIONS = (
+    _option("executor", Annotated[str | None, typer.Option(
+        help="Run the shapes as jobs instead: local (processes on this machine) or slurm "
+             "(an sbatch job array through submitit); see `partseg status`.")]),
+    _option("jobs", Annotated[int, typer.Option(
+        help="With --executor: shards of one job array (each task runs --shard K/N).")], 1),
+    _option("wait", Annotated[bool, typer.Option(
+        "--wait", help="With --executor slurm: block until the jobs end and exit as a "
+        "local run would (local always waits).")], False),
+    _option("slurm_partition", Annotated[str | None, typer.Option(help="SLURM partition.")]),
+    _option("slurm_time", Annotated[int, typer.Option(
+        help="SLURM time limit per task in minutes.")], 60),
+    _option("slurm_gres", Annotated[str | None, typer.Option(
+        help="SLURM generic resources per task, e.g. gpu:1.")]),
+    _option("slurm_cpus", Annotated[int | None, typer.Option(help="CPUs per task.")]),
+    _option("slurm_mem", Annotated[str | None, typer.Option(
+        help="Memory per task, e.g. 16G.")]),
+    _option("slurm_account", Annotated[str | None, typer.Option(help="SLURM account.")]),
+    _option("slurm_param", Annotated[list[str] | None, typer.Option(
+        help="Any other sbatch option as KEY=VALUE, e.g. qos=high (repeatable).")]),
+)
+_ARGV: list[str] = []  # the command line main() parses: executors resubmit it
 
 
 def shared_options(*extra: Parameter
@@ -121,6 +149,9 @@ def shared_options(*extra: Parameter
         @functools.wraps(func)
         def wrapper(**kwargs: object) -> T:
             batch.configure(bool(kwargs.pop("quiet")), kwargs.pop("log_file"))  # type: ignore[arg-type]
+            values = {p.name: kwargs.pop(p.name) for p in extra}
+            if values.get("executor"):
+                return _submit(values, kwargs)  # type: ignore[return-value] # an exit code
             return func(**kwargs)
 
         params = [p.replace(kind=Parameter.KEYWORD_ONLY)
@@ -130,6 +161,24 @@ def shared_options(*extra: Parameter
         return wrapper
 
     return decorate
+
+
+def _submit(values: dict[str, Any], params: dict[str, Any]) -> int:
+    """Hand the command line to executors.py instead of running it here."""
+    from .executors import EXECUTOR_FLAGS, EXECUTOR_VALUES, ExecOptions, strip_options, submit
+
+    options = ExecOptions(
+        executor=values["executor"], jobs=values["jobs"], wait=values["wait"],
+        partition=values["slurm_partition"], time_min=values["slurm_time"],
+        gres=values["slurm_gres"], cpus=values["slurm_cpus"], mem=values["slurm_mem"],
+        account=values["slurm_account"], params=values["slurm_param"] or [])
+    argv = strip_options(_ARGV, EXECUTOR_VALUES, EXECUTOR_FLAGS)
+    if params.get("work") is None and params.get("inputs"):  # render/run: runs/<name>
+        params["work"] = _default_work(params["inputs"])
+        argv += ["--work", str(params["work"])]  # every task must use the same one
+    if params.get("work") is None:
+        raise PartsegError("--executor: give the workspace (WORK)")
+    return submit(argv[0], argv, params, options, Path(params["work"]))
 
 
 def version_callback(value: bool) -> None:
@@ -176,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     base of its usage errors)."""
     warnings.formatwarning = _one_line_warning
     args = sys.argv[1:] if argv is None else list(argv)
+    _ARGV[:] = args
     command = typer.main.get_command(app)
     try:
         _invoke(command, args)
@@ -281,7 +331,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 
 
 @app.command(epilog=EXAMPLES["render"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def render(
     inputs: Annotated[list[Path], typer.Argument(
         help="Mesh or point-cloud files, or dataset folders (PartNetE, ShapeNetPart, "
@@ -417,7 +467,7 @@ Prompt = Annotated[str | None, typer.Option(
 
 
 @app.command(epilog=EXAMPLES["detect"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def detect(
     work: Work,
     teacher: Teacher = "owlv2",
@@ -457,7 +507,7 @@ def detect(
 
 
 @app.command("sam-refine", epilog=EXAMPLES["sam-refine"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def sam_refine(
     work: Work,
     model: Annotated[str | None, typer.Option(
@@ -491,7 +541,7 @@ def sam_refine(
 
 
 @app.command(epilog=EXAMPLES["superpoints"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def superpoints(
     work: Work,
     k: Annotated[int, typer.Option(help="Neighbours in the point graph.")] = 10,
@@ -519,7 +569,7 @@ def superpoints(
 
 
 @app.command(epilog=EXAMPLES["backproject"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def backproject(
     work: Work,
     source: Annotated[str, typer.Option(
@@ -544,7 +594,7 @@ def backproject(
 
 
 @app.command(epilog=EXAMPLES["vote"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def vote(
     work: Work,
     threshold: Annotated[float, typer.Option(
@@ -567,7 +617,7 @@ def vote(
 
 
 @app.command(epilog=EXAMPLES["export"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def export(
     work: Work,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
@@ -839,7 +889,7 @@ Sam = Annotated[str | None, typer.Option(
 
 
 @app.command("run", epilog=EXAMPLES["run"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def run_all(
     inputs: Annotated[list[Path], typer.Argument(
         help="Shape files or dataset folders (as for `partseg render`).", show_default=False)],
@@ -913,7 +963,7 @@ BdWeighting = Annotated[str, typer.Option(
 
 
 @app.command(epilog=EXAMPLES["distill"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def distill(
     work: Annotated[Path | None, typer.Argument(
         help="Workspace with knowledge units (`partseg backproject`).",
@@ -1002,7 +1052,7 @@ def distill(
 
 
 @app.command(epilog=EXAMPLES["rescore"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def rescore(
     work: Work,
     method: Annotated[str, typer.Option(
@@ -1026,7 +1076,7 @@ def rescore(
 
 
 @app.command(epilog=EXAMPLES["adapt"])
-@shared_options()
+@shared_options(*EXECUTOR_OPTIONS)
 def adapt(
     work: Annotated[Path | None, typer.Argument(
         help="Workspace folder (made by `partseg render`/`run`); with --labels it defaults "

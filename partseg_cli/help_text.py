@@ -52,7 +52,9 @@ EXAMPLES: dict[str, str] = {
         "partseg run examples/toy_chairs --teacher simulated   # workspace runs/toy_chairs",
         "partseg run data/chairs --work runs/chairs --teacher owlv2 --category chair",
         "partseg run data/chairs --work runs/chairs --sam facebook/sam-vit-base "
-        "--distill tta"),
+        "--distill tta",
+        "partseg run data/ --work runs/all --executor slurm --jobs 50 --slurm-partition gpu "
+        "--slurm-gres gpu:1   # a job array; `partseg status runs/all` follows it"),
     "distill": _examples(
         "partseg distill --mode tta --shape chair.ply   # workspace runs/chair",
         "partseg distill runs/chairs --mode pre --output pre",

@@ -28,6 +28,8 @@ from . import journal
 from .pipeline import STAGE_VERSIONS
 from .store import Workspace
 
+KILLED = "ended without a result (killed or cancelled; see the log)"
+
 
 @dataclass
 class StageCounts:
@@ -187,12 +189,10 @@ def jobs(root: Path) -> list[dict[str, Any]]:
             result = _result(Path(job["result"]))
             if result is not None and "code" in result:
                 state = "done" if result["code"] in (0, 1) else "failed"
-            elif queued is not None and job["id"] in queued:
-                state = queued[job["id"]]
-            elif queued is not None or result is not None:
-                state = "ended without a result (killed or cancelled; see the log)"
+            elif queued is not None:  # SLURM: what squeue says, else gone without a word
+                state = queued.get(job["id"], KILLED)
             else:
-                state = "running or killed (no result yet)"
+                state = "running (or killed)" if result else "not started (or killed)"
             listed.append({"step": step["name"], "id": job["id"], "shard": job.get("shard"),
                            "state": state, "log": job["stderr"],
                            "line": (result or {}).get("line"),
