@@ -11,7 +11,8 @@ Stopping: SIGTERM (SLURM's time limit, preemption, scancel) and SIGINT (Ctrl-C) 
 kill the process in the middle of a shape. Inside a loop the signal is noted and the
 loop stops at the next item boundary by raising `Stopped`, which the CLI turns into
 one line naming what is done and exit code 143 / 130. Outside a loop (model loading,
-say), or on a second signal, `Stopped` is raised at once; every write is atomic
+say), or on a second signal (not the same one again within 2 s, as a batch shell that
+forwards SIGTERM to its whole job also delivers), `Stopped` is raised at once; every write is atomic
 (store.py), so nothing half-written is left either way.
 """
 
@@ -43,6 +44,7 @@ class _State:
     quiet = False
     log_file: TextIO | None = None
     pending: int | None = None  # the stop signal received, not yet acted on
+    pending_at = 0.0
     depth = 0  # loops running now: a signal inside one waits for the item boundary
     finished: list[str] = []  # "detect 8/8" for each loop that ran to its end
     current: str = ""  # "detect 3/8" of the loop running now
@@ -111,9 +113,12 @@ def last_said() -> str:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    now = time.monotonic()
+    if _State.pending == signum and now - _State.pending_at < 2.0:
+        return  # one stop delivered twice: to the process group and forwarded by a shell
     if _State.depth == 0 or _State.pending is not None:
         raise Stopped(signum, done_text())
-    _State.pending = signum
+    _State.pending, _State.pending_at = signum, now
     log(f"{signal.Signals(signum).name} received: stopping after the current item "
         f"({_State.current})", always=True)
 

@@ -149,3 +149,32 @@ def test_status_counts_stale_failed_and_reads_json(two_chairs: Path, reference: 
     again = partseg("vote", reference, "--force", "--shape-id", "Chair_chair1", quiet_env=True)
     assert again.returncode == 0, again.stderr
     assert collect(reference)["failed"] == []
+
+
+def test_the_same_signal_twice_still_waits_for_the_shape_boundary() -> None:
+    """A batch shell that forwards SIGTERM to its job delivers it twice; the shape being
+    computed still finishes. A different second signal stops at once."""
+    import signal
+
+    from partseg_cli import batch
+
+    seen: list[str] = []
+    batch.configure()
+    try:
+        with pytest.raises(batch.Stopped) as info:
+            for item in batch.Progress(["a", "b", "c"], "unit", None, "shape"):
+                seen.append(item)
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+                seen.append(f"{item} finished")
+        assert seen == ["a", "a finished"] and info.value.exit_code == 143
+        assert "unit 1/3 done" in info.value.done
+        batch.configure()
+        with pytest.raises(batch.Stopped) as info:
+            for _item in batch.Progress(["a", "b"], "unit", None, "shape"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                seen.append("not reached")
+        assert info.value.exit_code == 130 and "not reached" not in seen
+    finally:
+        batch.release()
