@@ -67,7 +67,7 @@ def main() -> None:
     for i in range(args.shapes):
         for suffix in (".off", "_labels.txt"):
             shutil.copy(REPO / "examples" / "toy_chairs" / "Chair" / f"chair{i}{suffix}", data)
-    common = [str(data.parent), "--teacher", "simulated", "--parts", "back,seat,leg,arm",
+    common = ["run", str(data.parent), "--teacher", "simulated", "--parts", "back,seat,leg,arm",
               "--views", "2", "--resolution", "64", "--points", "500", "--distill", "tta"]
     reference = run([*common, "--work", str(root / "reference")])
     assert reference.returncode == 0, reference.stderr

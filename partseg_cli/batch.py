@@ -73,6 +73,7 @@ def release() -> None:
     for signum, handler in _State.previous.items():
         signal.signal(signum, handler)
     _State.previous = {}
+    _State.pending, _State.depth, _State.finished, _State.current = None, 0, [], ""
     if _State.log_file is not None:
         _State.log_file.close()
         _State.log_file = None
