@@ -22,6 +22,7 @@ import typer
 from . import __version__, batch
 from .errors import InputError, PartsegError, WriteError, first_line, os_error_line
 from .help_text import EXAMPLES
+from .options import check_every_command
 from .pipeline import StageReport
 
 if TYPE_CHECKING:
@@ -69,8 +70,15 @@ MAX_NOTE_LINES = 10  # per stage, of per-shape counts and of warnings
 
 
 def finish(reports: list[StageReport]) -> None:
-    """Print what each stage did; list failed shapes and exit 1 if there were any."""
+    """Print what each stage did; list failed shapes and exit 1 if there were any, 2 if
+    no shape was usable (a lone failed shape is then one error line)."""
     failed: dict[str, str] = {}
+    for report in reports:
+        for shape_id, problem in report.failed.items():
+            failed.setdefault(shape_id, f"{report.stage}: {problem}")
+    done = {s for r in reports for s in r.computed + r.skipped} - failed.keys()
+    if len(failed) == 1 and not done:
+        raise PartsegError(next(iter(failed.values())))
     for report in reports:
         batch.log(report.summary(), always=True)
         counts = [(sid, n.counts) for sid, n in report.notes.items() if n.labelling]
@@ -85,13 +93,11 @@ def finish(reports: list[StageReport]) -> None:
         if len(lines) > MAX_NOTE_LINES:
             _say(f"partseg: warning: ... and {len(lines) - MAX_NOTE_LINES} more "
                  f"{report.stage} warnings (`partseg report` lists them all)")
-        for shape_id, problem in report.failed.items():
-            failed.setdefault(shape_id, f"{report.stage}: {problem}")
     if failed:
         _say(f"{len(failed)} shape(s) failed:")
         for shape_id, problem in failed.items():
             _say(f"  {shape_id}: {problem}")
-        raise typer.Exit(1)
+        raise typer.Exit(1 if done else 2)
 
 
 def _say(text: str) -> None:
@@ -1272,6 +1278,9 @@ def train_teacher(
     typer.echo(f"teacher saved in {out}; use it with --teacher trained --model {out}",
                err=True)
     finish(reports)
+
+
+check_every_command(app)  # range checks of every command's values (options.py), last
 
 
 if __name__ == "__main__":

@@ -162,11 +162,19 @@ def select_shapes(workspace: Workspace, patterns: list[str] | None) -> list[str]
 
 def resolve_device(device: str) -> str:
     """'auto' picks CUDA when present, otherwise the CPU."""
-    if device != "auto":
+    if device == "cpu":
         return device
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PartsegError(f"--device {device}: no CUDA device is available here "
+                           "(use --device cpu or auto)")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise PartsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA "
+                           "device(s) here")
+    return device
 
 
 def is_fresh(workspace: Workspace, scope: str, stage: str, inputs: list[str]) -> bool:

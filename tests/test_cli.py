@@ -186,7 +186,7 @@ def test_simulated_teacher_refuses_unlabelled_shapes(capsys, monkeypatch,
     assert partseg(capsys, monkeypatch, "render", mesh, "--work", work, *SMALL)[0] == 0
     code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "simulated",
                            "--parts", "lid,spout")
-    assert code == 1 and "ground-truth" in err and "Traceback" not in err
+    assert code == 2 and "ground-truth" in err and "Traceback" not in err
 
 
 def test_bad_inputs_give_one_line_and_exit_2(capsys, monkeypatch, tmp_path: Path) -> None:

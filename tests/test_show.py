@@ -64,7 +64,7 @@ def test_show_refuses_a_view_the_shape_lacks(capsys, monkeypatch, voted: Path,
                                              tmp_path: Path) -> None:
     code, _, err = partseg(capsys, monkeypatch, "show", voted, "--out", tmp_path / "p",
                            "--view", "7")
-    assert code == 1 and "no view 7" in err and "Traceback" not in err
+    assert code == 2 and "no view 7" in err and "Traceback" not in err
     assert Workspace.open(voted).shape_ids() == ["Chair_chair0"]
 
 
