@@ -29,7 +29,6 @@ BAD = [
     ("distill", "--lr", "nan", "not a finite number"),
     ("distill", "--lr", "0", "must be more than 0"),
     ("distill", "--tau", "-1", "must be at least 0"),
-    ("rescore", "--epochs", "-1", "must be at least 1"),
     ("adapt", "--epochs", "0", "must be at least 1"),
     ("show", "--size", "0", "must be at least 1"),
     ("train-teacher", "--epochs", "0", "must be at least 1"),
