@@ -164,7 +164,7 @@ def cases(d: Path, w: Path, f: dict[str, Path], root_ok: bool) -> list[Case]:
         Case(["backproject", str(w), "--source", "lasers"], 2, w),
         Case(["backproject", str(w), "--whole-object-fraction", "2"], 2, w),
         Case(["vote", str(w), "--threshold", "nan"], 2, w),
-        Case(["vote", str(w), "--threshold", "1.5"], 2, w),
+        Case(["vote", str(w), "--threshold", "-0.5"], 2, w),
         Case(["distill", str(w), "--epochs", "0"], 2, w),
         Case(["distill", str(w), "--lr", "nan"], 2, w),
         Case(["distill", str(w), "--mode", "best"], 2, w),
@@ -220,6 +220,8 @@ def cases(d: Path, w: Path, f: dict[str, Path], root_ok: bool) -> list[Case]:
                            check=True)
 
         def read_only() -> None:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                           check=True)
             shutil.copytree(w, mount / "ro_ws")
             subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
 
@@ -227,7 +229,7 @@ def cases(d: Path, w: Path, f: dict[str, Path], root_ok: bool) -> list[Case]:
             subprocess.run(["umount", str(mount)], check=True)
 
         c.append(Case(["render", chair, "--work", str(mount / "full_ws"), "--views", "6",
-                       "--resolution", "256"], 2, setup=full_disk))
+                       "--resolution", "256"], 2, setup=full_disk, teardown=unmount))
         c.append(Case(["vote", str(mount / "ro_ws"), "--force"], 2, mount / "ro_ws",
                       setup=read_only))
         c.append(Case(["evaluate", str(mount / "ro_ws"), "--json",

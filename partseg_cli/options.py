@@ -29,7 +29,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
                     (0, None, True)),
     **dict.fromkeys(("lr", "radius", "inner_lr", "adapt_lr", "null_lr"), (0, None, False)),
     **dict.fromkeys(("regularization", "color_weight", "tau"), (0, None, True)),
-    "threshold": (0, 1, True),
+    "threshold": (0, None, True),  # above 1 is allowed: "label nothing"
     "whole_object_fraction": (0, 1, False),
 }
 _FLAGS = {"json_out": "--json", "csv_out": "--csv"}
