@@ -84,7 +84,7 @@ def test_category_gives_a_single_file_its_part_names(capsys, monkeypatch, tmp_pa
             "--model", str(tiny_models["owlv2"]), "--views", "2", "--resolution", "64",
             "--points", "500", "--device", "cpu"]
     code, _, err = partseg(capsys, monkeypatch, *args)
-    assert code == 1 and "--category" in err  # no part names for a file without category
+    assert code == 2 and "--category" in err  # no part names: no usable shape
     code, _, err = partseg(capsys, monkeypatch, *args, "--category", "chair")
     assert code == 0, err
     boxes = Workspace.open(tmp_path / "ws").read_record(shape_scope("thing"), "detect", Boxes)
