@@ -66,6 +66,7 @@ from .pipeline import (
 )
 from .records import KnowledgeUnits, Labelling, Shape
 from .store import Workspace, shape_scope
+from .threads import single_threaded
 
 if TYPE_CHECKING:  # torch is imported where a student is built: a cached run needs none
     import torch
@@ -579,6 +580,7 @@ def _set_normalisation(student: Student, items: list[_Item]) -> None:
         student.head.set_normalisation(torch.cat([i.feats for i in items]))
 
 
+@single_threaded
 def distill_tta(shape: PointCloudLike, units: KnowledgeUnits, n_parts: int,
                 config: DistillConfig) -> DistillResult:
     """Test-time alignment: train a head on one shape's units, label every point.
@@ -709,6 +711,7 @@ def apply_student(student: Student, shape: PointCloudLike,
                          units is not None and not _usable(units))
 
 
+@single_threaded
 def distill_pre(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
                 config: DistillConfig,
                 labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,

@@ -36,8 +36,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +48,7 @@ from ..notes import Notes, record_notes
 from ..pipeline import StageReport, collection_key, progress, stored_under
 from ..records import KnowledgeUnits, Labelling, Shape
 from ..store import Workspace, shape_scope
+from ..threads import torch_threads
 from .support import (
     SELECTIONS,
     basis_points,
@@ -169,18 +169,6 @@ class TrainReport:
     losses: list[float] = field(default_factory=list)  # mean outer loss per epoch
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0: unchanged), restoring the setting after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # --- preparing shapes ----------------------------------------------------------------
