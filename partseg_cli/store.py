@@ -351,6 +351,17 @@ class Workspace:
         self._seen[self._path(scope, stage)] = None if info is None else info.get("id")
         return None if info is None else info.get("key")
 
+    def _info_settled(self, scope: str, stage: str) -> dict | None:
+        """``info``, waiting out another process's replacement of the artifact: `_commit`
+        moves the old copy to ``.tmp/trash-*`` before renaming the new one into place, so
+        a reader in that window would see "missing" for an artifact that exists."""
+        for _ in range(100):
+            meta = self.info(scope, stage)
+            if meta is not None or not any(self.tmp_root.glob("trash-*")):
+                return meta
+            time.sleep(0.02)
+        return meta
+
     def read(self, scope: str, stage: str, names: list[str] | None = None) -> Artifact:
         """Load an artifact; ``names`` restricts which arrays are read (all by default).
 
@@ -359,7 +370,7 @@ class Workspace:
         artifact replaced by a writer while it was being read is read again."""
         path = self._path(scope, stage)
         for _ in range(5):
-            meta = self.info(scope, stage)
+            meta = self._info_settled(scope, stage)
             if meta is None:
                 raise StoreError(f"{scope.split('/', 1)[-1]}: no '{stage}' output yet "
                                  f"(run `partseg {_command(stage)}` first)")

@@ -199,3 +199,22 @@ def test_full_disk_and_read_only_give_one_write_error(tmp_path: Path, backend: s
     readonly.mkdir(mode=0o555)
     with pytest.raises(WriteError, match="permission denied"):
         Workspace.open(readonly / "new", create=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_read_waits_out_another_writers_replacement(tmp_path: Path, backend: str) -> None:
+    import threading
+
+    workspace = _store(tmp_path / "ws", backend)
+    final = workspace._path(SCOPE, "vote")
+    aside = workspace.tmp_root / "trash-replacing"
+    os.rename(final, aside)  # a concurrent commit between moving aside and renaming in
+    timer = threading.Timer(0.2, os.rename, (aside, final))
+    timer.start()
+    try:
+        assert workspace.read(SCOPE, "vote").record_attrs["n"] == 3
+    finally:
+        timer.join()
+    workspace.delete(SCOPE, "vote")
+    with pytest.raises(StoreError, match="no 'vote' output yet"):
+        workspace.read(SCOPE, "vote")
