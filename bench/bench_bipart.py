@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -202,7 +203,8 @@ def main() -> None:
                         help="shapes per category, half training/support, half test")
     parser.add_argument("--resolution", type=int, default=400)
     parser.add_argument("--seed", type=int, default=100)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_bipart_labeleddb"))
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "bench_bipart_labeleddb")
     parser.add_argument("--tables", default="main,table3,table4,table5",
                         help="comma-separated: main (joint + generalisation), table3, "
                         "table4, table5")

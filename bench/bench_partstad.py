@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -152,10 +153,11 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(str(i) for i in range(len(ROWS))),
                         help="comma-separated row numbers to run (0-based)")
     parser.add_argument("--work", type=Path, default=None,
-                        help="workspace (default /tmp/bench_partstad_<data>_<resolution>)")
+                        help="workspace (default <tmpdir>/bench_partstad_<data>_<resolution>)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    work = args.work or Path(f"/tmp/bench_partstad_{args.data}_{args.resolution}")
+    work = args.work or (Path(tempfile.gettempdir())
+                         / f"bench_partstad_{args.data}_{args.resolution}")
     groups = (dev_workspace(work, args.per_category, args.seed) if args.data == "dev"
               else labeleddb_workspace(work, args.per_category, 0))
     ws = Workspace.open(work)

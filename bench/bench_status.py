@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_status"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_status")
     args = parser.parse_args()
     start = time.perf_counter()
     build(args.work, args.shapes)

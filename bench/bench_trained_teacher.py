@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -145,7 +146,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dev-seed", type=int, default=100, help="dev_shapes.py's seed")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/partseg_bench_trained"))
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "partseg_bench_trained")
     parser.add_argument("--set", nargs="*", default=[],
                         help="TrainTeacherConfig overrides, e.g. input_size=96 epochs=60")
     args = parser.parse_args()

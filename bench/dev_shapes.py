@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -51,7 +52,7 @@ PARTS = {
     "lamp": ["base", "body", "shade"],
     "airplane": ["body", "wing", "stabilizer", "rudder", "engine"],
 }
-CACHE = Path("/tmp/partseg_dev_shapes")
+CACHE = Path(tempfile.gettempdir()) / "partseg_dev_shapes"
 
 Piece = tuple[int, trimesh.Trimesh]
 
