@@ -1,17 +1,29 @@
-"""Crash-point sweep: kill -9 just before and just after every rename the store does,
-in every stage, on both backends, then rerun and compare with an uninterrupted run;
-and --random kill -9 at random moments of a whole `partseg run`.
+"""Crash-point sweep: kill -9 just before and just after every rename of a run, in
+every stage that writes, on both backends, then rerun and compare with an
+uninterrupted run; and --random kill -9 at random moments of a whole `partseg run`.
 
-A trial fails when the rerun exits non-zero, any stored artifact fails its checksums
-(corrupt), or the stored arrays differ from the uninterrupted run's (bit-identical).
+The crash points are found without a hook in partseg: the killed command runs in a
+child that wraps os.rename / os.replace / os.link as called by partseg (the store's
+commits, the manifest's creation, group metadata, corrupt notes, saved models, the
+failure journal) and SIGKILLs itself just before or just after the k-th call; a probe
+run of the stage counts its calls first.
 
-Run: python bench/bench_crash.py --random 50      (about 10-20 min on 2 cores)
+A trial fails when the rerun of the killed command exits non-zero, any stored artifact
+fails its checksums on read (corrupt), or the stored outputs (every artifact's key,
+record attributes and array bytes, and every saved model's files) differ from the
+uninterrupted run's (not bit-identical). The input is tiny (2 toy chairs, 2 views of
+48 px, 400 points, simulated teacher) so one stage runs in seconds.
+
+Run: python bench/bench_crash.py --random 0                     (the sweep alone)
+     python bench/bench_crash.py --no-sweep --random 50          (random kills alone)
+     python bench/bench_crash.py --stages render,detect --backends hdf5 --random 0
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -24,24 +36,51 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg_cli.store import Workspace, shape_scope
+from partseg_cli.saved_model import MODEL_JSON
+from partseg_cli.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
-CHAIR = REPO / "examples" / "toy_chairs" / "Chair" / "chair0.off"
-SMALL = ["--views", "2", "--resolution", "48", "--points", "400"]
-STAGES = [["render", str(CHAIR), "--work", "{w}", *SMALL, "--backend", "{b}"],
-          ["detect", "{w}", "--teacher", "simulated", "--parts", "back,seat,leg,arm"],
-          ["superpoints", "{w}"], ["backproject", "{w}"], ["vote", "{w}"],
-          ["distill", "{w}", "--epochs", "3"]]
+CHAIRS = [str(REPO / "examples" / "toy_chairs" / "Chair" / f"chair{i}.off") for i in (0, 1)]
+TINY = ["--views", "2", "--resolution", "48", "--points", "400"]
+TEACHER = ["--teacher", "simulated", "--parts", "back,seat,leg,arm"]
+# Every command that writes, in pipeline order; {w} is the workspace, {b} the backend.
+STAGES: dict[str, list[str]] = {
+    "render": ["render", *CHAIRS, "--work", "{w}", *TINY, "--backend", "{b}"],
+    "detect": ["detect", "{w}", *TEACHER],
+    "sam-refine": ["sam-refine", "{w}", "--model", "sam-oracle"],
+    "superpoints": ["superpoints", "{w}"],
+    "backproject": ["backproject", "{w}"],
+    "vote": ["vote", "{w}"],
+    "distill": ["distill", "{w}", "--epochs", "3"],
+    "rescore": ["rescore", "{w}"],
+    "distill-pre": ["distill", "{w}", "--mode", "pre", "--epochs", "2", "--output", "pre"],
+    "partstad": ["adapt", "{w}", "--method", "partstad", "--train-ids", "*chair0",
+                 "--model-name", "stad", "--epochs", "2"],
+    "bipart": ["adapt", "{w}", "--method", "bipart", "--train-ids", "*chair0",
+               "--model-name", "bp", "--epochs", "1", "--support-size", "2",
+               "--inner-steps", "1", "--adapt-steps", "1"],
+}
+# A whole `run` for the random kills (render ... vote, sam-refine and distill included).
+RUN = ["run", *CHAIRS, "--work", "{w}", *TINY, "--backend", "{b}", *TEACHER,
+       "--sam", "sam-oracle", "--distill", "tta"]
 
-# Runs one command; kills itself just before or after rename number K of the store.
+# Runs one command; kills itself just before or after the K-th rename partseg does
+# (called from partseg_cli, directly or through pathlib). zarr's own moves of chunk files
+# inside an artifact's temporary folder are not counted: a kill there is a kill before
+# the store's commit, and the random kills reach them.
 CHILD = """
-import os, signal, sys
-from partseg_cli import store
+import os, sys, signal
 k, when = int(sys.argv[1]), sys.argv[2]
 count = [0]
+def ours():
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.endswith("pathlib.py"):
+        frame = frame.f_back
+    return frame is not None and "partseg_cli" in frame.f_code.co_filename
 def hooked(real):
     def call(*args, **kwargs):
+        if not ours():
+            return real(*args, **kwargs)
         count[0] += 1
         if count[0] == k and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -51,7 +90,7 @@ def hooked(real):
         return result
     return call
 for name in ("rename", "replace", "link"):
-    setattr(store.os, name, hooked(getattr(os, name)))
+    setattr(os, name, hooked(getattr(os, name)))
 from partseg_cli import cli
 try:
     cli.main(sys.argv[3:])
@@ -60,8 +99,12 @@ finally:
 """
 
 
-def env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", PARTSEG_NO_PROGRESS="1", PYTHONPATH=str(REPO))
+def env(threads: str | None = "1") -> dict[str, str]:
+    """The children's environment; ``threads`` None keeps the default thread count."""
+    extra = {"PARTSEG_NO_PROGRESS": "1", "PYTHONPATH": str(REPO)}
+    if threads is not None:
+        extra["OMP_NUM_THREADS"] = threads
+    return dict(os.environ, **extra)
 
 
 def child(k: int, when: str, args: list[str]) -> subprocess.CompletedProcess:
@@ -69,130 +112,208 @@ def child(k: int, when: str, args: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def partseg(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "partseg_cli.cli", *args], env=env(),
-                          capture_output=True, text=True, timeout=600)
+def partseg(args: list[str], threads: str | None = "1") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "partseg_cli.cli", *args],
+                          env=env(threads), capture_output=True, text=True, timeout=900)
 
 
-def digest(work: Path) -> tuple[str, int]:
-    """Hash of every stored array (and record attribute but provenance); the number of
-    artifacts that fail their checksums."""
+def digest(work: Path) -> tuple[dict[str, str], list[str]]:
+    """Per stored stage (over every shape and collection) and per saved model folder, a
+    hash of what a run leaves: each artifact's key, record attributes and array bytes
+    (not the write's id and time), each model's files. Also the artifacts that fail
+    their checksums on read (corrupt)."""
     workspace = Workspace.open(work)
-    h, corrupt = hashlib.sha256(), 0
-    for sid in workspace.shape_ids():
-        for stage in workspace.stages(shape_scope(sid)):
+    hashes: dict[str, hashlib._Hash] = {}
+    corrupt: list[str] = []
+    scopes = [f"shapes/{sid}" for sid in workspace.shape_ids()]
+    collections = workspace.data_root / "collections"
+    if collections.is_dir():
+        scopes += sorted(f"collections/{p.name}" for p in collections.iterdir() if p.is_dir())
+    for scope in scopes:
+        for stage in workspace.stages(scope):
             try:
-                artifact = workspace.read(shape_scope(sid), stage)
-            except Exception:
-                corrupt += 1
+                artifact = workspace.read(scope, stage)
+            except Exception as exc:
+                corrupt.append(f"{scope}/{stage}: {str(exc).splitlines()[0][-160:]}")
                 continue
-            h.update(f"{sid}/{stage}/{sorted(artifact.record_attrs.items())}".encode())
+            h = hashes.setdefault(stage, hashlib.sha256())
+            h.update(f"{scope}/{stage}/{artifact.key}/".encode())
+            h.update(json.dumps(artifact.record_attrs, sort_keys=True, default=str).encode())
             for name in sorted(artifact.arrays):
-                h.update(name.encode() + np.ascontiguousarray(artifact.arrays[name]).tobytes())
-    return h.hexdigest(), corrupt
+                value = np.ascontiguousarray(artifact.arrays[name])
+                h.update(f"{name}{value.dtype.str}{value.shape}".encode() + value.tobytes())
+    for model in sorted(work.rglob(MODEL_JSON)):
+        folder = model.parent
+        if folder.name.startswith("."):
+            continue  # a save's temporary or old copy, never read
+        h = hashes.setdefault(f"model:{folder.relative_to(work)}", hashlib.sha256())
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(path.name.encode() + path.read_bytes())
+    return {name: h.hexdigest() for name, h in sorted(hashes.items())}, corrupt
 
 
 def fill(args: list[str], work: Path, backend: str) -> list[str]:
     return [a.replace("{w}", str(work)).replace("{b}", backend) for a in args]
 
 
-def sweep(base: Path, backend: str, failures: list[str]) -> int:
-    """Every stage, every rename, before and after; returns the number of trials."""
+class Failures:
+    """Failed trials by kind: rerun (exit non-zero), corrupt, differ, not-killed."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.kinds: dict[str, int] = {"rerun": 0, "corrupt": 0, "differ": 0, "not-killed": 0}
+
+    def add(self, kind: str, line: str) -> None:
+        self.kinds[kind] += 1
+        self.lines.append(f"{kind}: {line}")
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in self.kinds.items())
+
+
+def compare(work: Path, expected: dict[str, str]) -> tuple[str, str] | None:
+    """None when ``work`` holds exactly ``expected``, whole; else (kind, what)."""
+    found, corrupt = digest(work)
+    if corrupt:
+        return "corrupt", f"{len(corrupt)} corrupt artifacts ({corrupt[0]})"
+    if found != expected:
+        differ = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        return "differ", f"not bit-identical to the uninterrupted run: {', '.join(differ)}"
+    return None
+
+
+def references(base: Path, backend: str, stages: list[str]
+               ) -> tuple[list[Path], list[dict[str, str]]]:
+    """An uninterrupted run, stage by stage: the workspace before each stage (a copy)
+    and the digest after it."""
     ref = base / f"ref-{backend}"
-    states = []  # the workspace before each stage
-    for args in STAGES:
-        states.append(base / f"before-{backend}-{args[0]}")
-        if ref.exists():
-            shutil.copytree(ref, states[-1])
-        result = child(0, "never", fill(args, ref, backend))
-        assert result.returncode == 0, result.stderr
-    expected = digest(ref)[0]
-    trials = 0
-    for args, state in zip(STAGES, states, strict=True):
+    states, expected = [], []
+    for name in STAGES:
+        if name in stages:
+            states.append(base / f"before-{backend}-{name}")
+            if ref.exists():
+                shutil.copytree(ref, states[-1])
+        result = partseg(fill(STAGES[name], ref, backend))
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        if name in stages:
+            expected.append(digest(ref)[0])
+    return states, expected
+
+
+def sweep(base: Path, backend: str, stages: list[str], failures: Failures) -> int:
+    """Every stage, every rename, before and after; returns the number of kills."""
+    states, expected = references(base, backend, stages)
+    kills = 0
+    for name, state, after in zip(stages, states, expected, strict=True):
+        args = STAGES[name]
         probe = base / "probe"
         shutil.rmtree(probe, ignore_errors=True)
         if state.exists():
             shutil.copytree(state, probe)
         result = child(0, "never", fill(args, probe, backend))
+        assert result.returncode == 0, result.stderr
         renames = int(result.stderr.rsplit("renames=", 1)[1].split()[0])
+        problem = compare(probe, after)
+        if problem:  # the stage itself is not repeatable: every trial would fail
+            failures.add(problem[0], f"{backend} {name} uninterrupted: {problem[1]}")
+        failed, begun = len(failures), time.time()
         for k in range(1, renames + 1):
             for when in ("before", "after"):
-                trials += 1
+                kills += 1
                 work = base / "trial"
                 shutil.rmtree(work, ignore_errors=True)
                 if state.exists():
                     shutil.copytree(state, work)
+                where = f"{backend} {name} rename {k}/{renames} {when}"
                 killed = child(k, when, fill(args, work, backend))
                 if killed.returncode != -signal.SIGKILL:
-                    failures.append(f"{backend} {args[0]} rename {k} {when}: not killed "
-                                    f"({killed.returncode})")
+                    failures.add("not-killed", f"{where}: exit {killed.returncode}: "
+                                 f"{killed.stderr.strip()[-200:]}")
                     continue
-                problem = finish(work, backend, expected)
+                problem = rerun(work, args, backend, after)
                 if problem:
-                    failures.append(f"{backend} {args[0]} rename {k} {when}: {problem}")
-        print(f"{backend} {args[0]}: {renames} renames swept", flush=True)
-    return trials
+                    failures.add(problem[0], f"{where}: {problem[1]}")
+        print(f"{backend} {name}: {renames} renames, {2 * renames} kills, "
+              f"{len(failures) - failed} failed ({time.time() - begun:.0f} s)", flush=True)
+    return kills
 
 
-def finish(work: Path, backend: str, expected: str) -> str | None:
-    """Rerun every stage after a kill; None when all is as an uninterrupted run left it."""
-    for args in STAGES:
-        rerun = partseg(fill(args, work, backend))
-        if rerun.returncode != 0:
-            return f"rerun of {args[0]} exit {rerun.returncode}: {rerun.stderr.strip()[-200:]}"
-    found, corrupt = digest(work)
-    if corrupt:
-        return f"{corrupt} corrupt artifacts"
-    return None if found == expected else "results differ from the uninterrupted run"
+def rerun(work: Path, args: list[str], backend: str, expected: dict[str, str]
+          ) -> tuple[str, str] | None:
+    """Rerun the killed command; None when all is as an uninterrupted run left it."""
+    again = partseg(fill(args, work, backend))
+    if again.returncode != 0:
+        return "rerun", f"exit {again.returncode}: {again.stderr.strip()[-200:]}"
+    return compare(work, expected)
 
 
-def random_kills(base: Path, count: int, failures: list[str], seed: int = 0) -> None:
-    ref = base / "ref-zarr"
-    expected = digest(ref)[0]
+def random_kills(base: Path, count: int, backends: list[str], failures: Failures,
+                 seed: int = 0) -> None:
+    """``count`` kill -9 of a whole `run` at a random moment (backends in turn), each
+    followed by a rerun that must leave what an uninterrupted `run` leaves."""
+    expected, duration = {}, {}
+    for backend in backends:
+        ref = base / f"run-{backend}"
+        shutil.rmtree(ref, ignore_errors=True)
+        begun = time.time()
+        result = partseg(fill(RUN, ref, backend))
+        assert result.returncode == 0, result.stderr
+        duration[backend] = time.time() - begun
+        expected[backend] = digest(ref)[0]
     rng = random.Random(seed)
-    start = time.time()
-    one = time.time()
-    probe = base / "random-probe"
-    for args in STAGES:
-        partseg(fill(args, probe, "zarr"))
-    duration = time.time() - one
-    for i in range(count):
+    start, tried, killed, failed = time.time(), 0, 0, len(failures)
+    while killed < count and tried < 3 * count:
+        backend = backends[killed % len(backends)]
         work = base / "random"
         shutil.rmtree(work, ignore_errors=True)
-        # kill somewhere in a chain of all stages (killed stages leave what they left)
-        delay = rng.uniform(0.2, duration)
-        begun = time.time()
-        for args in STAGES:
-            proc = subprocess.Popen([sys.executable, "-m", "partseg_cli.cli",
-                                     *fill(args, work, "zarr")], env=env(),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                proc.wait(timeout=max(0.01, delay - (time.time() - begun)))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                break
-        problem = finish(work, "zarr", expected) if work.exists() else None
+        delay = rng.uniform(0.1, duration[backend])
+        tried += 1
+        proc = subprocess.Popen([sys.executable, "-m", "partseg_cli.cli",
+                                 *fill(RUN, work, backend)], env=env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+            continue  # finished before the kill (the machine was faster this time)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        killed += 1
+        problem = rerun(work, RUN, backend, expected[backend])
         if problem:
-            failures.append(f"random kill {i} at {delay:.1f}s: {problem}")
-    print(f"{count} random kills in {time.time() - start:.0f} s", flush=True)
+            failures.add(problem[0], f"random kill {killed} ({backend}) at {delay:.1f} s: "
+                         f"{problem[1]}")
+    took = ", ".join(f"{b} {d:.0f} s" for b, d in duration.items())
+    print(f"random kill -9 of `run`: {killed} killed ({tried - killed} more finished before "
+          f"their kill; an uninterrupted run takes {took}), {len(failures) - failed} failed "
+          f"({time.time() - start:.0f} s)", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--random", type=int, default=50, help="random kill -9 trials")
     parser.add_argument("--backends", default="zarr,hdf5")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"stages to sweep (of {', '.join(STAGES)})")
+    parser.add_argument("--no-sweep", action="store_true", help="random kills only")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random kill times")
     args = parser.parse_args()
+    backends, stages = args.backends.split(","), args.stages.split(",")
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}")
     base = Path(tempfile.mkdtemp(prefix="crash_"))
-    failures: list[str] = []
+    failures = Failures()
     start = time.time()
-    trials = sum(sweep(base, b, failures) for b in args.backends.split(","))
+    kills = 0 if args.no_sweep else sum(sweep(base, b, stages, failures) for b in backends)
     if args.random:
-        random_kills(base, args.random, failures)
-    print("\n".join(failures[:30]))
-    print(f"crash-point sweep: {trials} kills at renames ({args.backends}), "
-          f"{args.random} random kill -9; {len(failures)} failed (failed rerun, corrupt "
-          f"artifact or results not bit-identical); {time.time() - start:.0f} s")
+        random_kills(base, args.random, backends, failures, args.seed)
+    print("\n".join(failures.lines[:30]))
+    print(f"crash-point sweep: {kills} kills at renames ({','.join(stages) if kills else '-'};"
+          f" {args.backends}), {args.random} random kill -9 of `run`; {len(failures)} "
+          f"failed ({failures.summary()}); {time.time() - start:.0f} s")
     shutil.rmtree(base, ignore_errors=True)
     sys.exit(1 if failures else 0)
 
