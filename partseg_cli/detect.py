@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from partseg_cli import records
-from partseg_cli.errors import ModelError, PartsegError, first_line
+from partseg_cli.errors import InputError, ModelError, PartsegError, first_line
 from partseg_cli.pipeline import StageReport, resolve_device, run_per_shape
 from partseg_cli.records import Boxes, PixelMaps, Shape
 from partseg_cli.store import Workspace, shape_scope
@@ -614,6 +614,13 @@ def simulated_ground_truth(workspace: Workspace, shape: Shape,
     index = {name: i for i, name in enumerate(part_names)}
     lookup = np.array([index.get(name, -1) for name in shape.part_names] + [-1], np.int32)
     labels = lookup[shape.point_labels]  # -1 labels pick the trailing -1
+    if np.any(shape.point_labels >= 0) and not np.any(labels >= 0):
+        # the shape is labelled, only under other names: saying it has no labels would
+        # send the user looking for a problem in the data instead of in --parts
+        raise InputError(shape.shape_id, f"the part names asked for "
+                         f"({', '.join(part_names)}) do not match the shape's parts "
+                         f"({', '.join(shape.part_names)}); fix `detect --parts` or leave it "
+                         "out to use the shape's own")
     pixel_point = workspace.read(shape_scope(shape.shape_id), "render",
                                  ["pixel_point"]).arrays["pixel_point"]
     return ground_truth_images(pixel_point, labels, shape.shape_id)

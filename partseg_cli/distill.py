@@ -818,6 +818,11 @@ def run(workspace: Workspace, shape_ids: list[str], config: DistillConfig,
     check_config(config)
     if config.mode != "pre" and (labels is not None or train_ids or student):
         raise PartsegError("--labels, --train-ids and --student need --mode pre")
+    if config.encoder_checkpoint is not None:
+        from .encoders import build_encoder
+
+        # a bad file is refused once, before any shape is read (each would fail alike)
+        build_encoder(config.encoder, config.encoder_checkpoint, "cpu")
     params = stage_params(config)
     if config.mode == "tta":
         def compute(shape_id: str) -> tuple[Labelling, dict[str, np.ndarray]]:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError, state_dict_mismatch
+from .saved_model import load_state_dict_file
 
 # Distance-matrix entries per chunk in `knn`: bounds memory at ~32 MB of float32.
 _KNN_CHUNK_ELEMENTS = 8_000_000
@@ -227,15 +228,7 @@ def load_state(module: nn.Module, checkpoint: str | Path, device: str) -> None:
     if not path.is_file():
         raise ModelError(f"{path}: encoder checkpoint not found (pass the path of a saved "
                          "state_dict, or omit the checkpoint to use untrained weights)")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise ModelError(f"{path}: cannot read encoder checkpoint ({exc})") from exc
-    for key in ("state_dict", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ModelError(f"{path}: not a state_dict (found {type(state).__name__})")
+    state = load_state_dict_file(path, "an encoder checkpoint", device)
     problem = state_dict_mismatch(module.state_dict(), state)
     if problem:
         raise ModelError(f"{path}: does not match the {type(module).__name__} encoder: "

@@ -799,33 +799,44 @@ def _check_pred_path(pred: Path, n_shapes: int) -> None:
                                "of <shape_id>.npy/.txt or select one shape with --shape-id")
 
 
-def _read_pred_file(pred: Path, shape_id: str) -> np.ndarray:
-    """(N,) int labels for ``shape_id`` from a .npy / text file or a folder of them."""
-    path = pred
-    if pred.is_dir():
-        found = [pred / f"{shape_id}{ext}" for ext in (".npy", ".txt")]
-        found = [p for p in found if p.is_file()]
-        if not found:
-            raise InputError(pred, f"no {shape_id}.npy or {shape_id}.txt in this folder")
-        path = found[0]
-    try:
-        labels = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, dtype=np.int64,
-                                                                           ndmin=1)
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a label file ({exc})") from exc
-    return np.asarray(labels).astype(np.int64).ravel()
+def _pred_file(pred: Path, shape_id: str) -> Path:
+    """The label file ``--pred`` gives for ``shape_id``: ``pred`` itself, or
+    ``<shape_id>.npy`` / ``.txt`` in the folder ``pred``."""
+    if not pred.is_dir():
+        return pred
+    found = [pred / f"{shape_id}{ext}" for ext in (".npy", ".txt")]
+    found = [p for p in found if p.is_file()]
+    if not found:
+        raise InputError(pred, f"no {shape_id}.npy or {shape_id}.txt in this folder")
+    return found[0]
 
 
-def read_pred(pred: Path, shape_id: str) -> Labelling:
-    """``shape_id``'s labelling from ``--pred``: a `partseg export` folder (``pred`` or
-    ``pred/<shape_id>``: point and face labels, matched by part name) or a label file."""
-    from .export import read_exported_labels
+def read_pred(pred: Path, shape: Shape) -> Labelling:
+    """``shape``'s labelling from ``--pred``: a `partseg export` folder (``pred`` or
+    ``pred/<shape_id>``: point and face labels, matched by part name) or a label file.
 
+    A label file of the wrong length is refused naming that file, not only the shape:
+    with a folder of predictions the file is what the user has to find and fix."""
+    from .export import read_exported_labels, read_label_file
+
+    shape_id = shape.shape_id
     for folder in (pred / shape_id, pred) if pred.is_dir() else ():
         exported = read_exported_labels(folder)
         if exported is not None:
-            return exported
-    return Labelling(point_labels=_read_pred_file(pred, shape_id))
+            labelling, files = exported, (folder / "point_labels.npy",
+                                          folder / "face_labels.npy")
+            break
+    else:
+        path = _pred_file(pred, shape_id)
+        labelling, files = Labelling(point_labels=read_label_file(path)), (path, path)
+    n_faces = len(shape.mesh.faces) if shape.mesh is not None else None
+    for labels, n, what, path in ((labelling.point_labels, len(shape.points), "points",
+                                   files[0]),
+                                  (labelling.face_labels, n_faces, "faces", files[1])):
+        if labels is not None and n is not None and len(labels) != n:
+            raise InputError(path, f"{len(labels)} labels, but shape {shape_id} has {n} "
+                                   f"{what}")
+    return labelling
 
 
 INSTANCE_LINK = 3.0  # derived instances: same-part points this many median spacings apart
@@ -1007,7 +1018,7 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
         try:
             shape = workspace.read_record(scope, "shape", Shape)
             if pred is not None:
-                labelling = read_pred(pred, shape_id)
+                labelling = read_pred(pred, shape)
             else:
                 labelling = workspace.read_record(scope, method, Labelling)
             item = shape_eval(shape, labelling, derive_instances)

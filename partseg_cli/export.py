@@ -19,12 +19,14 @@ Per shape, under ``OUT/<shape_id>/``:
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_path, write_text
-from .errors import PartsegError
+from .errors import InputError, PartsegError, first_line
 from .palette import GREY, colour_labels, legend, part_entries, part_palette
 from .records import Labelling, Shape
 
@@ -110,14 +112,39 @@ def read_exported_labels(folder: Path) -> Labelling | None:
         return None
     try:
         info = json.loads(summary.read_text())
-        faces = folder / "face_labels.npy"
-        return Labelling(point_labels=np.load(points).astype(np.int64).ravel(),
-                         face_labels=np.load(faces).astype(np.int64).ravel()
-                         if faces.is_file() else None,
-                         part_names=[p["name"] for p in info["parts"]],
-                         method=str(info.get("method", "")))
+        names = [p["name"] for p in info["parts"]]
+        method = str(info.get("method", ""))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PartsegError(f"{folder}: not a readable export ({exc})") from exc
+        raise PartsegError(f"{summary}: not a readable export ({first_line(exc)})") from exc
+    faces = folder / "face_labels.npy"
+    return Labelling(point_labels=read_label_file(points),
+                     face_labels=read_label_file(faces) if faces.is_file() else None,
+                     part_names=names, method=method)
+
+
+def read_label_file(path: Path) -> np.ndarray:
+    """(N,) int64 labels from a label file: ``.npy`` (np.load goes by content, so an
+    ``.npz`` archive holding one array is read whatever its name) or text, one integer per
+    line. Anything else is an InputError naming ``path``: unreadable data, an archive of
+    several arrays, strings, or fractions that a cast would silently truncate (whole
+    numbers stored as floats are accepted)."""
+    from .shapes import integer_labels
+
+    try:
+        if path.suffix in (".npy", ".npz"):
+            loaded = np.load(path, allow_pickle=False)
+        else:
+            loaded = np.loadtxt(path, dtype=np.float64, ndmin=1)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                arrays = {name: loaded[name] for name in loaded.files}
+            if len(arrays) != 1:
+                raise InputError(path, f"an .npz archive of {len(arrays)} arrays "
+                                       f"{sorted(arrays)}; expected one array of labels")
+            loaded = next(iter(arrays.values()))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        raise InputError(path, f"not a label file ({first_line(exc)})") from exc
+    return integer_labels(loaded, path)
 
 
 def _coloured_piece(mesh, faces: np.ndarray, name: str, colour: np.ndarray):

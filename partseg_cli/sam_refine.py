@@ -22,7 +22,6 @@ IoU is kept, and that prediction is the mask's score.
 
 from __future__ import annotations
 
-import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from partseg_cli.detect import from_pretrained, torch_device
 from partseg_cli.errors import ModelError, PartsegError, first_line, state_dict_mismatch
 from partseg_cli.pipeline import StageReport, run_per_shape
 from partseg_cli.records import Boxes, Masks, Shape
+from partseg_cli.saved_model import load_state_dict_file
 from partseg_cli.store import Workspace, shape_scope
 
 DEFAULT_SAM_MODEL = "facebook/sam-vit-base"
@@ -222,19 +222,7 @@ def _load_segment_anything(checkpoint: str, model_type: str, device: torch.devic
     if not path.is_file():
         raise ModelError(f"SAM checkpoint {checkpoint} does not exist; download one of the "
                          "official sam_vit_*.pth files from the segment-anything repository")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # torch's own message here is a paragraph about weights_only, which is not the fix
-        raise ModelError(f"{checkpoint}: not a SAM checkpoint (not a plain PyTorch file of "
-                         "weights)") from err
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
-        raise ModelError(f"{checkpoint}: not a readable SAM checkpoint "
-                         f"({first_line(err)})") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ModelError(f"{checkpoint}: not a SAM checkpoint (expected a state dict of "
-                         "tensors, as in the official sam_vit_*.pth files)")
+    state = load_state_dict_file(path, "a SAM checkpoint")
     sam = sam_model_registry[model_type]()  # built empty; loaded below onto the CPU first
     problem = state_dict_mismatch(sam.state_dict(), state)
     if problem:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +116,9 @@ def load_model(path: str | Path, kind: str | None = None, device: str = "cpu") -
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such model folder")
+    if not path.is_dir():
+        raise ModelError(f"{path}: is a file, not a partseg model folder (a folder with "
+                         f"{MODEL_JSON} and {WEIGHTS})")
     if not is_model_folder(path):
         raise ModelError(f"{path}: not a partseg model folder (no {MODEL_JSON})")
     try:
@@ -133,3 +138,38 @@ def load_model(path: str | Path, kind: str | None = None, device: str = "cpu") -
         raise ModelError(f"{path / WEIGHTS}: corrupt or unreadable ({first_line(err)})") from None
     return SavedModel(kind=str(document["kind"]), key=str(document.get("key", "")),
                       meta=dict(document.get("meta") or {}), state_dict=state, path=path)
+
+
+def load_state_dict_file(path: Path, what: str, device: str = "cpu") -> dict[str, Any]:
+    """The state_dict in a file written by ``torch.save`` (a bare one, or under a
+    "state_dict" / "model_state_dict" entry), loaded with ``weights_only`` so that no code
+    in the file runs. Anything else is a one-line ModelError naming ``path`` and ``what``
+    was expected (with its article: "an encoder checkpoint"). torch raises a different
+    exception for each kind of damage (IndexError, KeyError or an empty EOFError for
+    random bytes, a paragraph about ``weights_only`` for a pickle of objects), none of
+    which tells the user what is wrong with the file."""
+    import torch
+
+    try:
+        # torch warns about the file's pickle protocol and the like: nothing a user can
+        # act on, and a second line on stderr beside our one-line refusal
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ModelError(f"{path}: not {what}: it holds objects other than tensors "
+                         "(loading it would run code); save the weights with "
+                         "torch.save(model.state_dict(), path)") from err
+    except Exception as err:  # whatever torch raises for a damaged or foreign file
+        reason = first_line(err).split(". ")[0]
+        detail = type(err).__name__ + (f": {reason}" if reason != type(err).__name__ else "")
+        raise ModelError(f"{path}: not {what} (torch.load cannot read it: "
+                         f"{detail})") from err
+    for key in ("state_dict", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ModelError(f"{path}: not {what} (found a {type(state).__name__}, expected a "
+                         "state_dict of tensors saved with torch.save)")
+    return state

@@ -680,7 +680,7 @@ def integer_labels(values: Any, path: str | Path, what: str = "labels") -> np.nd
     whole = np.isfinite(flat) & (flat == np.round(flat)) & (np.abs(flat) < 2**31)
     if not whole.all():
         bad = flat[~whole][0]
-        raise InputError(path, f"{what} must be whole numbers, found {bad!r} "
+        raise InputError(path, f"{what} must be whole numbers, found {float(bad)!r} "
                                f"({int((~whole).sum())} such values)")
     return flat.astype(np.int64)
 

@@ -20,13 +20,15 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import journal
+from .errors import CorruptError
 from .pipeline import STAGE_VERSIONS
-from .store import Workspace
+from .store import CORRUPT_SUFFIX, Workspace
 
 KILLED = "ended without a result (killed or cancelled; see the log)"
 
@@ -37,13 +39,22 @@ class StageCounts:
     stale: list[str] = field(default_factory=list)
     missing: int = 0
     failed: int = 0
+    corrupt: list[str] = field(default_factory=list)
+
+
+# the info of an artifact whose metadata cannot be decoded or that a read found corrupt:
+# it exists, so it is not "missing", and its stage recomputes it
+CORRUPT = {"corrupt": True}
 
 
 def _zarr_infos(shape_dir: str) -> dict[str, dict[str, Any]]:
-    infos = {}
+    infos, marked = {}, {}
     with os.scandir(shape_dir) as entries:
         for entry in entries:
             if entry.name == "zarr.json":
+                continue
+            if entry.name.endswith(CORRUPT_SUFFIX):  # rare: read only when there
+                marked[entry.name.removesuffix(CORRUPT_SUFFIX)] = _read_json(entry.path)
                 continue
             try:  # os.open/os.read: a third of io.open's cost, which dominates here
                 fd = os.open(f"{entry.path}/zarr.json", os.O_RDONLY)
@@ -51,17 +62,37 @@ def _zarr_infos(shape_dir: str) -> dict[str, dict[str, Any]]:
                     data = os.read(fd, 1 << 20)
                 finally:
                     os.close(fd)
+            except OSError:
+                continue  # being replaced right now: counts as missing
+            try:
                 infos[entry.name] = json.loads(data).get("attributes", {}).get("partseg") or {}
-            except (OSError, ValueError):
-                continue  # being replaced right now, or unreadable: counts as missing
+            except (ValueError, AttributeError):
+                # committed folders are renamed into place whole, so this is damage,
+                # not a write in progress
+                infos[entry.name] = CORRUPT
+    for stage, note in marked.items():  # as Workspace.info: a note about an older version
+        if stage in infos and (not isinstance(note, dict)  # does not apply, an unreadable
+                               or note.get("id") == infos[stage].get("id")):  # one does
+            infos[stage] = CORRUPT
     return infos
 
 
-def _is_stale(info: dict[str, Any], keys: dict[str, str | None]) -> bool:
+def _read_json(path: str) -> Any:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_stale(info: dict[str, Any], keys: dict[str, str | None],
+              unknown: Collection[str] = ()) -> bool:
     """Whether an input the artifact was computed from has changed since (artifacts
-    written before inputs were recorded, or by collection stages, never count)."""
+    written before inputs were recorded, or by collection stages, never count; nor do
+    inputs in ``unknown``, corrupt ones whose key cannot be read)."""
     inputs = info.get("inputs")
-    return inputs is not None and any(keys.get(name) != key for name, key in inputs.items())
+    return inputs is not None and any(keys.get(name) != key for name, key in inputs.items()
+                                      if name not in unknown)
 
 
 def _shape_infos(workspace: Workspace, shape_id: str, path: str
@@ -70,9 +101,17 @@ def _shape_infos(workspace: Workspace, shape_id: str, path: str
         infos = _zarr_infos(path)
     else:  # hdf5: one small attribute read per file, slower but the same answer
         scope = f"shapes/{shape_id}"
-        infos = {s: workspace.info(scope, s) or {} for s in workspace.stages(scope)}
-    return {stage: {"key": i.get("key"), "inputs": i.get("inputs")}
+        infos = {s: _hdf5_info(workspace, scope, s) for s in workspace.stages(scope)}
+    return {stage: CORRUPT if i.get("corrupt") else {"key": i.get("key"),
+                                                     "inputs": i.get("inputs")}
             for stage, i in infos.items()}
+
+
+def _hdf5_info(workspace: Workspace, scope: str, stage: str) -> dict[str, Any]:
+    try:
+        return workspace.info(scope, stage) or {}
+    except CorruptError:
+        return CORRUPT
 
 
 def _read_index(path: Path) -> dict[str, Any]:
@@ -125,11 +164,14 @@ def collect(root: Path) -> dict[str, Any]:
     counts: dict[str, StageCounts] = {}
     held: dict[str, int] = {}
     for shape_id, infos in shapes.items():
-        keys = {stage: info["key"] for stage, info in infos.items()}
+        corrupt = {stage for stage, info in infos.items() if info.get("corrupt")}
+        keys = {stage: info.get("key") for stage, info in infos.items()}
         for stage, info in infos.items():
             entry = counts.setdefault(stage, StageCounts())
             held[stage] = held.get(stage, 0) + 1
-            if _is_stale(info, keys):
+            if stage in corrupt:
+                entry.corrupt.append(shape_id)
+            elif _is_stale(info, keys, corrupt):
                 entry.stale.append(shape_id)
             else:
                 entry.done += 1
@@ -142,7 +184,8 @@ def collect(root: Path) -> dict[str, Any]:
         entry = counts[stage]
         stages[stage] = {"done": entry.done, "stale": len(entry.stale),
                          "missing": len(shapes) - held.get(stage, 0),
-                         "failed": entry.failed, "stale_shapes": entry.stale}
+                         "failed": entry.failed, "stale_shapes": entry.stale,
+                         "corrupt": len(entry.corrupt), "corrupt_shapes": entry.corrupt}
     collections = workspace.data_root / "collections"
     return {
         "workspace": str(root), "backend": workspace.backend_name,
@@ -212,10 +255,17 @@ def render_text(status: dict[str, Any], show: int = 10) -> str:
     lines = [f"workspace {status['workspace']} ({status['backend']}): "
              f"{status['shapes']} shape(s)"]
     if status["stages"]:
-        lines.append(f"  {'stage':<14}{'done':>8}{'stale':>8}{'missing':>9}{'failed':>8}")
+        lines.append(f"  {'stage':<14}{'done':>8}{'stale':>8}{'missing':>9}{'failed':>8}"
+                     f"{'corrupt':>9}")
     for stage, c in status["stages"].items():
         lines.append(f"  {stage:<14}{c['done']:>8}{c['stale']:>8}{c['missing']:>9}"
-                     f"{c['failed']:>8}")
+                     f"{c['failed']:>8}{c['corrupt']:>9}")
+    for stage, c in status["stages"].items():
+        if c["corrupt_shapes"]:
+            more = f" and {c['corrupt'] - show} more" if c["corrupt"] > show else ""
+            lines.append(f"corrupt {stage} (stored output unreadable; `partseg inspect` "
+                         f"says why, rerunning the stage recomputes it): "
+                         f"{', '.join(c['corrupt_shapes'][:show])}{more}")
     for stage, c in status["stages"].items():
         if c["stale_shapes"]:
             more = f" and {c['stale']- show} more" if c["stale"] > show else ""

@@ -103,6 +103,7 @@ def _compressor_kwargs() -> dict[str, Any]:
 
 class _ZarrBackend:
     suffix = ""
+    meta_file = "zarr.json"  # the file holding an artifact's attributes, named in errors
 
     def write(self, path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
         import zarr
@@ -171,6 +172,7 @@ def _chunks(value: np.ndarray) -> tuple[int, ...]:
 
 class _HDF5Backend:
     suffix = ".h5"
+    meta_file = ""  # the attributes live in the artifact's own file
 
     def write(self, path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
         import h5py
@@ -315,7 +317,8 @@ class Workspace:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, PermissionError):
                 raise StoreError(os_error_line(exc, path)) from exc
-            meta, problem = None, f"unreadable metadata ({first_line(exc)})"
+            where = path / self._backend.meta_file if self._backend.meta_file else path
+            meta, problem = None, f"its metadata {where} is unreadable: {first_line(exc)}"
         else:
             problem = (self._backend.complete(path, meta) if isinstance(meta, dict)
                        else "no partseg metadata")

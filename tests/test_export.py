@@ -86,7 +86,7 @@ def test_label_arrays_read_back_by_evaluate_pred(tmp_path: Path) -> None:
     export_shape(shape, labelling, tmp_path / "out" / "box")
     text = np.loadtxt(tmp_path / "out" / "box" / "point_labels.txt", dtype=np.int64)
     np.testing.assert_array_equal(text, point_labels)
-    back = read_pred(tmp_path / "out", "box")
+    back = read_pred(tmp_path / "out", shape)
     assert back.part_names == ["right", "left"]
     np.testing.assert_array_equal(back.point_labels, point_labels)
     np.testing.assert_array_equal(back.face_labels, face_labels)

@@ -94,3 +94,162 @@ def test_installed_typer_is_in_the_supported_range() -> None:
         return tuple(int(v) for v in text.split(".")[:2])
 
     assert as_tuple(low) <= as_tuple(version("typer")) < as_tuple(high)
+
+
+# --- bad inputs whose one line must say what is wrong, and with which file -----------------
+
+TINY = ["--views", "2", "--resolution", "48", "--points", "300"]
+
+
+@pytest.fixture
+def rendered(capsys, monkeypatch, tmp_path: Path) -> Path:
+    """A workspace holding one labelled chair (parts arm, back, leg, seat), rendered."""
+    from test_cli import EXAMPLES, partseg
+
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "render", EXAMPLES / "Chair" / "chair0.off",
+                           "--work", work, *TINY)
+    assert code == 0, err
+    return work
+
+
+def test_parts_that_match_none_of_the_shapes_parts_say_so(capsys, monkeypatch,
+                                                          rendered: Path) -> None:
+    from test_cli import partseg
+
+    code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher", "simulated",
+                           "--parts", "foo,bar")
+    # not "has no labels": it has them, under other names; both lists are shown
+    assert_one_line(code, err, "do not match", "foo, bar", "arm, back, leg, seat")
+    assert "no ground-truth" not in err and "has none" not in err
+
+
+def test_corrupt_zarr_json_is_reported_corrupt_naming_the_file(capsys, monkeypatch,
+                                                               rendered: Path) -> None:
+    from test_cli import partseg
+
+    meta = rendered / "store.zarr" / "shapes" / "Chair_chair0" / "render" / "zarr.json"
+    meta.write_text("{ not json")
+    code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher", "simulated")
+    assert_one_line(code, err, "corrupt", str(meta))
+    assert "no 'render' output" not in err
+    code, out, err = partseg(capsys, monkeypatch, "status", rendered, "--json")
+    render = __import__("json").loads(out)["stages"]["render"]
+    assert code == 0 and render["corrupt_shapes"] == ["Chair_chair0"]
+    assert render["done"] == 0 and render["missing"] == 0  # not "no output yet"
+    code, out, _ = partseg(capsys, monkeypatch, "status", rendered)
+    assert "corrupt render" in out and "Chair_chair0" in out
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all" * 20,
+                                     bytes(range(256)) * 12])
+def test_garbage_encoder_checkpoint_is_one_line(capsys, monkeypatch, rendered: Path,
+                                                tmp_path: Path, content: bytes) -> None:
+    from test_cli import partseg
+
+    garbage = tmp_path / "encoder.pt"
+    garbage.write_bytes(content)
+    code, _, err = partseg(capsys, monkeypatch, "distill", rendered, "--encoder", "pointnet",
+                           "--encoder-checkpoint", garbage)
+    assert_one_line(code, err, str(garbage), "not an encoder checkpoint")
+
+
+def test_a_pickle_of_objects_as_checkpoint_is_one_line_and_runs_nothing(
+        capsys, monkeypatch, rendered: Path, tmp_path: Path) -> None:
+    import pickle
+
+    from test_cli import partseg
+
+    checkpoint, ran = tmp_path / "encoder.pt", tmp_path / "ran"
+    with open(checkpoint, "wb") as handle:  # torch.load warns about its protocol, too
+        pickle.dump(_Touch(str(ran)), handle, protocol=4)
+    code, _, err = partseg(capsys, monkeypatch, "distill", rendered, "--encoder", "pointnet",
+                           "--encoder-checkpoint", checkpoint)
+    assert_one_line(code, err, str(checkpoint), "objects other than tensors")
+    assert not ran.exists()
+
+
+class _Touch:
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_file_given_as_model_folder_is_one_line(capsys, monkeypatch, rendered: Path,
+                                                  tmp_path: Path) -> None:
+    from test_cli import partseg
+
+    garbage = tmp_path / "student"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    code, _, err = partseg(capsys, monkeypatch, "distill", rendered, "--mode", "pre",
+                           "--student", garbage)
+    assert_one_line(code, err, str(garbage), "is a file, not a partseg model folder")
+
+
+def _pred_cases(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Bad --pred files for a 300-point shape: path and what the one line must say."""
+    import os
+
+    import numpy as np
+
+    cases = {}
+    short = folder / "short.npy"
+    np.save(short, np.zeros(7, np.int64))
+    cases["wrong length"] = short, "7 labels, but shape Chair_chair0 has 300 points"
+    fractions = folder / "fractions.npy"
+    np.save(fractions, np.full(300, 0.7))
+    cases["fractions"] = fractions, "whole numbers, found 0.7"
+    text = folder / "fractions.txt"
+    text.write_text("0\n1.5\n" * 150)
+    cases["fractions in text"] = text, "whole numbers, found 1.5"
+    strings = folder / "strings.npy"
+    np.save(strings, np.array(["seat"] * 300))
+    cases["strings"] = strings, "must be integers"
+    archive = folder / "two.npy"
+    np.savez(folder / "two.npz", a=np.zeros(300, np.int64), b=np.zeros(300, np.int64))
+    os.replace(folder / "two.npz", archive)
+    cases["npz of two arrays named .npy"] = archive, "an .npz archive of 2 arrays"
+    empty = folder / "empty.npy"
+    empty.write_bytes(b"")
+    cases["empty"] = empty, "not a label file"
+    return cases
+
+
+def test_bad_pred_files_name_the_file(capsys, monkeypatch, rendered: Path,
+                                      tmp_path: Path) -> None:
+    from test_cli import partseg
+
+    for case, (path, fragment) in _pred_cases(tmp_path).items():
+        code, _, err = partseg(capsys, monkeypatch, "evaluate", rendered, "--pred", path)
+        assert "Traceback" not in err, (case, err)
+        assert_one_line(code, err, str(path), fragment)
+    # in a folder of predictions, the file of the shape is named, not only the shape
+    folder = tmp_path / "preds"
+    folder.mkdir()
+    (folder / "Chair_chair0.txt").write_text("0\n1\n")
+    code, _, err = partseg(capsys, monkeypatch, "evaluate", rendered, "--pred", folder)
+    assert_one_line(code, err, str(folder / "Chair_chair0.txt"), "2 labels")
+
+
+def test_pred_loaded_by_content_and_whole_floats_accepted(capsys, monkeypatch,
+                                                          rendered: Path,
+                                                          tmp_path: Path) -> None:
+    import os
+
+    import numpy as np
+    from test_cli import partseg
+
+    from partseg_cli.store import Workspace, shape_scope
+
+    truth = Workspace.open(rendered).read(shape_scope("Chair_chair0"), "shape").arrays[
+        "point_labels"]
+    archive = tmp_path / "labels.npy"  # an .npz under a .npy name: np.load reads it
+    np.savez(tmp_path / "labels.npz", labels=truth)
+    os.replace(tmp_path / "labels.npz", archive)
+    whole = tmp_path / "whole.npy"  # whole numbers stored as floats lose nothing
+    np.save(whole, truth.astype(np.float64))
+    for path in (archive, whole):
+        code, out, err = partseg(capsys, monkeypatch, "evaluate", rendered, "--pred", path)
+        assert code == 0 and "100.0" in out, (path, err)
