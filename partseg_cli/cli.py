@@ -639,6 +639,7 @@ def export(
     """Write per shape: coloured PLY/GLB (one named node per part), one file per part,
     label arrays (.npy/.txt, read back by `evaluate --pred OUT`) and a legend PNG."""
     from .atomic import check_output_folder
+    from .evaluate import resolve_method
     from .export import GROUND_TRUTH, export_shape, ground_truth_labelling
     from .pipeline import StageReport, progress
     from .records import Labelling, Shape
@@ -646,6 +647,7 @@ def export(
 
     check_output_folder(out, "--out")
     workspace, ids = _open(work, shape_id, shard)
+    method = resolve_method(workspace, ids, method)  # a name stored nowhere: one line
     report = StageReport("export")
     for sid in progress(ids, desc="export"):
         try:
@@ -677,9 +679,12 @@ def show(
 ) -> None:
     """Debug pictures, one PNG per view: the teacher's boxes / masks / pixel maps over the
     render, the lifted labels, the ground truth and an error map, with a legend."""
+    from .evaluate import resolve_method
     from .pipeline import StageReport
 
     workspace, ids = _open(work, shape)
+    if method not in ("auto", "none"):  # a name stored nowhere: one line, not one a shape
+        method = resolve_method(workspace, ids, method)
     report = StageReport("show")
     _pictures(workspace, ids, out, None if method == "none" else method, report,
               views=view, size=size)

@@ -82,12 +82,14 @@ def _legend(names: list[str], palette: Any) -> str:
 
 
 def _choose_method(workspace: Workspace, shape_ids: list[str], method: str) -> str | None:
-    """The labelling to report: ``method``, or for "auto" the most downstream one most
-    shapes have."""
+    """The labelling to report: ``method`` (as `evaluate --method` resolves it: a name
+    stored in none of the shapes is refused in one line, not reported as a page without
+    scores), or for "auto" the most downstream one most shapes have."""
+    from .evaluate import resolve_method
     from .show import default_method
 
     if method != "auto":
-        return method
+        return resolve_method(workspace, shape_ids, method)
     found = Counter(m for sid in shape_ids if (m := default_method(workspace, sid)))
     return found.most_common(1)[0][0] if found else None
 
