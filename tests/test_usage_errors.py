@@ -253,3 +253,17 @@ def test_pred_loaded_by_content_and_whole_floats_accepted(capsys, monkeypatch,
     for path in (archive, whole):
         code, out, err = partseg(capsys, monkeypatch, "evaluate", rendered, "--pred", path)
         assert code == 0 and "100.0" in out, (path, err)
+
+
+@pytest.mark.parametrize("command", ["export", "show", "report"])
+def test_a_method_stored_nowhere_is_refused_once(capsys, monkeypatch, rendered: Path,
+                                                 tmp_path: Path, command: str) -> None:
+    """As `evaluate --method`: one line saying no such labelling is stored, not a line per
+    shape telling the user to run `partseg nosuch`, nor a report page without scores."""
+    from test_cli import partseg
+
+    out = tmp_path / ("r.html" if command == "report" else "out")
+    code, _, err = partseg(capsys, monkeypatch, command, rendered, "--out", out,
+                           "--method", "nosuch")
+    assert_one_line(code, err, "no labelling")
+    assert "partseg nosuch" not in err and not out.exists()
