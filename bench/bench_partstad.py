@@ -1,7 +1,8 @@
 """PartSTAD ablations (issue 10 part 6; the paper's Table 4 and supplementary).
 
 Every shape goes through the real stages in a workspace (render, detect with the
-simulated GLIP-like teacher, sam-refine with GrabCut, superpoints, backproject, vote)
+simulated GLIP-like teacher or the trained one, sam-refine with GrabCut, superpoints,
+backproject, vote)
 and PartSTAD through `adapt` itself (train, save, apply). Per category the first
 ``--train`` shapes are PartSTAD's labelled training shapes; the others are scored
 (`evaluate`, which reports the training shapes apart; they never enter a figure here).
@@ -16,10 +17,18 @@ and applying seconds per shape (medians).
 
 Data: ``--data dev`` (default; the procedural shapes of bench/dev_shapes.py, where
 settings are chosen) or ``--data labeleddb`` (the shared test set: report only; 8
-labelled shapes per category, the rest scored).
+labelled shapes per category, the rest scored). The dev shapes keep their meshes and are
+ray-cast with headlight shading as LabeledDB's meshes are (``--dev-render mesh``,
+default); ``--dev-render points`` splats their points flat grey, where GrabCut has no
+edge to follow inside the object.
+
+Teacher: ``--teacher simulated`` (default, the de-leaked GLIP-like instrument) or
+``--teacher trained``: `train-teacher` (its defaults) fitted per category on that
+category's ``--train`` labelled shapes, PartSTAD's own training shapes (PartSLIP fine-
+tunes GLIP on the same few-shot shapes), never on a scored one.
 
     python bench/bench_partstad.py                              # dev: 4 + 6 per category
-    python bench/bench_partstad.py --data labeleddb --train 8   # the test set, to report
+    python bench/bench_partstad.py --data labeleddb --train 8 --teacher trained  # report
     python bench/bench_partstad.py --per-category 6 --train 3 --epochs 100 --resolution 300
 """
 
@@ -35,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partseg_cli import backproject, detect, render, sam_refine, superpoints, vote
+from partseg_cli import backproject, detect, render, sam_refine, superpoints, train_teacher, vote
 from partseg_cli import evaluate as evaluation
 from partseg_cli.adapt import AdaptConfig, partstad
 from partseg_cli.store import Workspace, content_key, shape_scope
@@ -54,9 +63,10 @@ ROWS = (
 )
 
 
-def dev_workspace(work: Path, per_category: int, seed: int) -> dict[str, list[str]]:
+def dev_workspace(work: Path, per_category: int, seed: int, mesh: bool
+                  ) -> dict[str, list[str]]:
     """The dev shapes written into the workspace's "shape" stage (keyed by their
-    recipe); {category: shape ids}."""
+    recipe, with their meshes when ``mesh``); {category: shape ids}."""
     sys.path.insert(0, str(ROOT / "bench"))
     from dev_shapes import make_shape
 
@@ -64,12 +74,12 @@ def dev_workspace(work: Path, per_category: int, seed: int) -> dict[str, list[st
     groups: dict[str, list[str]] = {}
     for category in DEV_CATEGORIES:
         for index in range(per_category):
-            params = {"dev": category, "index": index, "seed": seed}
+            params = {"dev": category, "index": index, "seed": seed, "mesh": mesh}
             key = content_key("shape", 1, params, [])
             shape = None
             sid = f"{category}{index}"
             if ws.cached_key(shape_scope(sid), "shape") != key:
-                shape = make_shape(category, index, seed)
+                shape = make_shape(category, index, seed, mesh=mesh)
                 ws.write(shape_scope(sid), "shape", shape, key=key, params=params)
             groups.setdefault(category, []).append(sid)
     return groups
@@ -88,12 +98,23 @@ def labeleddb_workspace(work: Path, per_category: int, seed: int) -> dict[str, l
     return {c: [s.shape_id for s in group] for c, group in chosen.items()}
 
 
-def prepare(ws: Workspace, ids: list[str], resolution: int, seed: int, masks: bool) -> None:
+def prepare(ws: Workspace, groups: dict[str, list[str]], train: int, resolution: int,
+            seed: int, masks: bool, teacher: str) -> None:
     """Every stage PartSTAD and voting read, cached in the workspace (GrabCut masks only
-    when a row uses them)."""
+    when a row uses them). A trained teacher learns each category's first ``train``
+    shapes (the labelled ones) and detects on all of them."""
+    ids = [sid for group in groups.values() for sid in group]
     reports = [render.run(ws, ids, render.RenderConfig(n_views=10, resolution=resolution,
-                                                       n_points=10000, seed=seed)),
-               detect.run(ws, ids, detect.DetectConfig(teacher="simulated", seed=seed))]
+                                                       n_points=10000, seed=seed))]
+    for category, group in groups.items():
+        if teacher == "trained":
+            model = ws.root / "models" / f"teacher-{category}"
+            reports.append(train_teacher.run(ws, group[:train],
+                                             train_teacher.TrainTeacherConfig(), model))
+            config = detect.DetectConfig(teacher="trained", model=str(model))
+        else:
+            config = detect.DetectConfig(teacher="simulated", seed=seed)
+        reports.append(detect.run(ws, group, config))
     if masks:
         reports.append(sam_refine.run(ws, ids, sam_refine.RefineConfig(model="grabcut",
                                                                        seed=seed)))
@@ -149,23 +170,30 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="PartSTAD epochs (default: the paper's 400)")
     parser.add_argument("--resolution", type=int, default=800)
+    parser.add_argument("--teacher", choices=("simulated", "trained"), default="simulated")
+    parser.add_argument("--dev-render", choices=("mesh", "points"), default="mesh",
+                        help="dev shapes: ray-cast shaded meshes (as LabeledDB) or flat "
+                        "grey points")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--rows", default=",".join(str(i) for i in range(len(ROWS))),
                         help="comma-separated row numbers to run (0-based)")
     parser.add_argument("--work", type=Path, default=None,
-                        help="workspace (default <tmpdir>/bench_partstad_<data>_<resolution>)")
+                        help="workspace (default "
+                        "<tmpdir>/bench_partstad_<data>_<resolution>_<teacher>)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     work = args.work or (Path(tempfile.gettempdir())
-                         / f"bench_partstad_{args.data}_{args.resolution}")
-    groups = (dev_workspace(work, args.per_category, args.seed) if args.data == "dev"
-              else labeleddb_workspace(work, args.per_category, 0))
+                         / f"bench_partstad_{args.data}_{args.resolution}_{args.teacher}")
+    groups = (dev_workspace(work, args.per_category, args.seed, args.dev_render == "mesh")
+              if args.data == "dev" else labeleddb_workspace(work, args.per_category, 0))
     ws = Workspace.open(work)
     every = [sid for ids in groups.values() for sid in ids]
     rows = [ROWS[int(i)] for i in args.rows.split(",")]
     started = time.perf_counter()
-    prepare(ws, every, args.resolution, args.seed, any(r[1] == "masks" for r in rows))
-    print(f"data {args.data}: {len(groups)} categories, {args.train} training + "
+    prepare(ws, groups, args.train, args.resolution, args.seed,
+            any(r[1] == "masks" for r in rows), args.teacher)
+    print(f"data {args.data}, teacher {args.teacher}: {len(groups)} categories, "
+          f"{args.train} training + "
           f"{args.per_category - args.train} scored shapes each; stages "
           f"{time.perf_counter() - started:.0f} s; PartSTAD epochs "
           f"{args.epochs or partstad.PartstadConfig().epochs}", flush=True)

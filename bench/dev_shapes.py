@@ -38,7 +38,7 @@ import trimesh
 from partseg_cli.backproject import units_from_boxes
 from partseg_cli.distill import DistillConfig, distill_pre, distill_tta
 from partseg_cli.evaluate import box_regions, part_ious, teacher_miou_2d
-from partseg_cli.records import Boxes, KnowledgeUnits, Shape
+from partseg_cli.records import Boxes, KnowledgeUnits, Mesh, Shape
 from partseg_cli.render import label_images, reference_cameras, render_points
 from partseg_cli.shapes import normalize
 from partseg_cli.simulated import simulate_boxes
@@ -181,21 +181,33 @@ MAKERS = {"chair": chair, "table": table, "mug": mug, "lamp": lamp, "airplane": 
 DEFAULT_CATEGORIES = ["chair", "table", "mug", "lamp"]  # the student's dev set (see top)
 
 
-def make_shape(category: str, index: int, seed: int, n_points: int = 10000) -> Shape:
-    """One procedural shape: area-weighted samples of its pieces, normalised, grey."""
+def make_shape(category: str, index: int, seed: int, n_points: int = 10000,
+               mesh: bool = False) -> Shape:
+    """One procedural shape: area-weighted samples of its pieces, normalised, grey.
+
+    mesh: also keep the triangle mesh (face labels, the face each point lies on), so the
+    render stage ray-casts it with headlight shading as it does LabeledDB's meshes;
+    without it the points are splatted flat grey and a colour-driven box -> mask refiner
+    (GrabCut) sees nothing to cut along. The points are the same either way."""
     rng = np.random.default_rng([seed, index, list(MAKERS).index(category)])
     pieces = MAKERS[category](rng)
     meshes = [m for _, m in pieces]
     labels = np.concatenate([np.full(len(m.faces), p) for p, m in pieces])
-    mesh = trimesh.util.concatenate(meshes)
-    pts, faces = trimesh.sample.sample_surface(mesh, n_points, seed=int(rng.integers(1 << 31)))
+    tri = trimesh.util.concatenate(meshes)
+    pts, faces = trimesh.sample.sample_surface(tri, n_points, seed=int(rng.integers(1 << 31)))
     norm = normalize(pts)
+    kept_mesh = None
+    if mesh:
+        kept_mesh = Mesh(vertices=((tri.vertices - norm.center) / norm.scale).astype(np.float32),
+                         faces=np.asarray(tri.faces, np.int32),
+                         face_labels=labels.astype(np.int32))
     return Shape(shape_id=f"{category}{index}",
                  points=((pts - norm.center) / norm.scale).astype(np.float32),
-                 normals=mesh.face_normals[faces].astype(np.float32),
+                 normals=tri.face_normals[faces].astype(np.float32),
                  colors=np.full((n_points, 3), 0.5, np.float32), normalization=norm,
                  part_names=list(PARTS[category]), category=category,
-                 point_labels=labels[faces].astype(np.int32))
+                 point_labels=labels[faces].astype(np.int32), mesh=kept_mesh,
+                 point_faces=np.asarray(faces, np.int32) if mesh else None)
 
 
 @dataclass

@@ -138,7 +138,8 @@ class GrabCutRefiner(Refiner):
 
     Each box is cut in its own crop (the box plus GRABCUT_MARGIN of its size on every side,
     shrunk to at most GRABCUT_MAX_SIDE pixels), several boxes at once in threads (OpenCV
-    releases the GIL). Boxes too small to model (under 3 pixels a side) keep the whole box.
+    releases the GIL). Boxes too small to model (under 3 pixels a side), and boxes whose cut
+    comes out empty, keep the whole box.
     GrabCut has no quality estimate: every score is 1. OpenCV's random generator is
     re-seeded before each cut, so equal inputs give equal masks.
     """
@@ -198,6 +199,12 @@ class GrabCutRefiner(Refiner):
         except cv2.error:  # a region of one colour: nothing to separate
             return full, (cx0, cy0)
         mask = (label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)
+        if not mask.any():
+            # GrabCut gave everything to the background: its colour models could not tell
+            # the box from its surround (a flat grey render whose margin holds the same
+            # grey). SAM always returns a region for a box; an empty mask would silently
+            # drop the box's evidence (on the flat dev renders 54 of 66 boxes of a chair).
+            return full, (cx0, cy0)
         if scale < 1.0:
             mask = cv2.resize(mask.astype(np.uint8), (cx1 - cx0, cy1 - cy0),
                               interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -290,8 +297,9 @@ class RefineConfig:
         if self.model in ORACLE_MODELS:
             return {"model": "sam-oracle", "seed": self.seed}
         if self.model == GRABCUT:
+            # "empty": what an empty cut becomes (older masks stayed empty)
             return {"model": GRABCUT, "iterations": GRABCUT_ITERATIONS,
-                    "margin": GRABCUT_MARGIN, "max_side": GRABCUT_MAX_SIDE}
+                    "margin": GRABCUT_MARGIN, "max_side": GRABCUT_MAX_SIDE, "empty": "box"}
         return {"model": self.model or DEFAULT_SAM_MODEL}
 
 

@@ -202,3 +202,21 @@ def test_grabcut_tiny_and_whole_image_boxes():
     boxes.xyxy = np.array([[0, 0, 160, 120]], np.float32)
     mask = GrabCutRefiner().refine(image, boxes).masks[0]
     assert 0 < mask.sum() < 0.5 * mask.size  # the objects, not the white background
+
+
+def test_grabcut_keeps_the_box_when_its_cut_comes_out_empty():
+    """Grey dots on white that run on past the box (a flat point render, the box on one
+    part of it): GrabCut's models cannot tell the box from its margin and label every
+    pixel background. The refiner then keeps the box, as SAM always returns a region,
+    rather than an empty mask that would drop the box's evidence."""
+    from partseg_cli.sam_refine import GrabCutRefiner
+
+    rng = np.random.default_rng(0)
+    image = np.full((1, 120, 160, 3), 255, np.uint8)
+    image[0, 10:110, 10:150][rng.random((100, 140)) < 0.3] = 128
+    _, boxes = two_colour_scene()
+    boxes.xyxy = np.array([[40, 30, 120, 90]], np.float32)
+    mask = GrabCutRefiner().refine(image, boxes).masks[0]
+    expected = np.zeros((120, 160), bool)
+    expected[30:90, 40:120] = True
+    np.testing.assert_array_equal(mask, expected)
