@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from partseg_cli import render, shapes, simulated, train_teacher  # noqa: E402
 from partseg_cli import teacher_metrics as metrics  # noqa: E402
 from partseg_cli.records import Boxes, Masks, Shape  # noqa: E402
-from partseg_cli.trained_teacher import TrainedTeacher, resize_views  # noqa: E402
+from partseg_cli.trained_teacher import TrainedTeacher  # noqa: E402
 
 LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 LABELEDDB_CATEGORIES = ["Airplane", "Chair", "Cup", "Table"]
@@ -102,13 +102,13 @@ def train(items: list[Item], overrides: list[str]) -> TrainedTeacher:
 
     config = replace(train_teacher.TrainTeacherConfig(device="cpu"),
                      **parse_overrides(overrides))
-    images = torch.cat([resize_views(i.rgb, config.input_size) for i in items])
-    targets = torch.cat([torch.from_numpy(train_teacher.training_targets(
-        i.gt, i.foreground, config.input_size)) for i in items])
+    pairs = [train_teacher.training_pairs(i.rgb, i.gt, i.foreground, config) for i in items]
+    images = torch.cat([image for image, _ in pairs])
+    targets = torch.cat([target for _, target in pairs])
     part_names = list(items[0].shape.part_names)
     net, _ = train_teacher.fit(images, targets, len(part_names), config)
     return TrainedTeacher(net, part_names, config.input_size, torch.device("cpu"), "bench",
-                          "", set())
+                          "", set(), config.crop)
 
 
 def mask_purity(gt: np.ndarray, view: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ labeleddb (or a folder) is the shared test data: report only, never tune on it.
     python bench/bench_trained_teacher.py                        # dev set, defaults
     python bench/bench_trained_teacher.py --data labeleddb       # the figures to report
     python bench/bench_trained_teacher.py --set input_size=96 epochs=60   # a dev sweep
+    python bench/bench_trained_teacher.py --categories airplane --set crop=true
     python bench/bench_trained_teacher.py --train 2 --test 2 --resolution 200 --set epochs=5
 """
 
@@ -130,7 +131,9 @@ def parse_overrides(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, value = item.split("=", 1)
-        out[key] = {"int": int, "float": float}.get(str(types[key]), str)(value)
+        out[key] = {"int": int, "float": float,
+                    "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(
+            str(types[key]), str)(value)
     return out
 
 

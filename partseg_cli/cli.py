@@ -1244,6 +1244,9 @@ def train_teacher(
                                             "multiple of 2**levels).")] = 64,
     width: Annotated[int, typer.Option(help="Channels of the network's first level.")] = 8,
     levels: Annotated[int, typer.Option(help="Poolings of the U-Net.")] = 3,
+    crop: Annotated[bool, typer.Option(
+        "--crop/--no-crop", help="Feed the network a square around the drawn object "
+        "instead of the whole view (thin parts keep more network pixels).")] = False,
     epochs: Annotated[int, typer.Option(help="Passes over the training views (fixed "
                                         "schedule; the last state is saved).")] = 40,
     batch_size: Annotated[int, typer.Option(help="Views per training step.")] = 8,
@@ -1263,8 +1266,8 @@ def train_teacher(
     from .pipeline import resolve_device
 
     config = stage.TrainTeacherConfig(input_size=input_size, width=width, levels=levels,
-                                      epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                      device=resolve_device(device))
+                                      crop=crop, epochs=epochs, batch_size=batch_size, lr=lr,
+                                      seed=seed, device=resolve_device(device))
     stage.check_config(config)
     stage.check_out(out)
     work = work if work is not None else out.with_name(out.name + ".work")

@@ -29,7 +29,7 @@ from .pipeline import StageReport, progress
 from .records import UNLABELLED, Shape, Views
 from .saved_model import is_model_folder, load_model, save_model
 from .store import Workspace, content_key, shape_scope
-from .trained_teacher import KIND, resize_views
+from .trained_teacher import KIND, frame_views, view_windows, window_grid
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +55,7 @@ class TrainTeacherConfig:
     batch_size: int = 8
     lr: float = 2e-3
     balance: float = 0.5  # class weights frequency**-balance against background dominance
+    crop: bool = False  # the network sees a square around the object, not the whole view
     seed: int = 0
     device: str = "cpu"
 
@@ -82,16 +83,32 @@ def check_out(out: Path) -> None:
                          "--out or remove it")
 
 
-def training_targets(labels: np.ndarray, foreground: np.ndarray, size: int) -> np.ndarray:
+def training_targets(labels: np.ndarray, foreground: np.ndarray, size: int,
+                     windows: np.ndarray | None = None) -> np.ndarray:
     """(V, H, W) part labels (-1 none) and foreground -> (V, size, size) int64 classes:
     0 background, 1 + p part p, IGNORE for drawn pixels without a label. Sampled at the
-    network pixels' centres."""
-    height, width = labels.shape[1:]
-    rows = ((np.arange(size) + 0.5) * height / size).astype(np.int64)
-    cols = ((np.arange(size) + 0.5) * width / size).astype(np.int64)
-    lab = labels[:, rows][:, :, cols].astype(np.int64)
-    fg = foreground[:, rows][:, :, cols]
+    network pixels' centres within each view's window ((V, 4) [x0, y0, w, h],
+    `trained_teacher.view_windows`; default the whole view); past the view's border is
+    background."""
+    n_views, height, width = labels.shape
+    if windows is None:
+        windows = np.tile(np.array([0, 0, width, height], np.int64), (n_views, 1))
+    rows, cols, inside = window_grid(windows, size, height, width)
+    view = np.arange(n_views)[:, None, None]
+    lab = labels[view, rows[:, :, None], cols[:, None, :]].astype(np.int64)
+    fg = foreground[view, rows[:, :, None], cols[:, None, :]] & inside
     return np.where(fg, np.where(lab == UNLABELLED, IGNORE, lab + 1), 0)
+
+
+def training_pairs(rgb: np.ndarray, labels: np.ndarray, foreground: np.ndarray,
+                   config: TrainTeacherConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shape's views -> the network's inputs (V, 3, S, S) and targets (V, S, S), framed
+    as the teacher frames views at inference (`config.crop`)."""
+    import torch
+
+    windows = view_windows(rgb, config.crop)
+    return (frame_views(rgb, config.input_size, windows),
+            torch.from_numpy(training_targets(labels, foreground, config.input_size, windows)))
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
@@ -208,9 +225,10 @@ def run(workspace: Workspace, shape_ids: list[str], config: TrainTeacherConfig, 
     images, targets = [], []
     for shape in progress(shapes, desc="views"):
         views = workspace.read_record(shape_scope(shape.shape_id), "render", Views)
-        images.append(resize_views(views.rgb, config.input_size))
-        targets.append(torch.from_numpy(training_targets(
-            gt_label_images(shape, views), views.pixel_point >= 0, config.input_size)))
+        image, target = training_pairs(views.rgb, gt_label_images(shape, views),
+                                       views.pixel_point >= 0, config)
+        images.append(image)
+        targets.append(target)
     net, losses = fit(torch.cat(images), torch.cat(targets), len(part_names), config)
     training = [{"id": sid, "digest": (workspace.info(shape_scope(sid), "shape") or {})
                  .get("params", {}).get("digest", ""), "render_key": k}
@@ -219,6 +237,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: TrainTeacherConfig, 
     meta = {"part_names": part_names,
             "category": ",".join(sorted({s.category for s in shapes if s.category})),
             "input_size": config.input_size, "width": config.width, "levels": config.levels,
+            "crop": config.crop,
             "feature_dim": net.feature_dim, "config": config.key_params(),
             "training_shapes": training, "render": render_params,
             "final_loss": losses[-1] if losses else None}

@@ -12,9 +12,12 @@ the part names of the shapes it was trained on and nothing else.
   part probabilities (renormalised without background), its features the network's
   activations averaged inside the box (models.teacher2d.Teacher2D.feature_dim values).
 
-The network runs at its training input size: views are resized to it (area averaging,
-as in training) and its logits are resized back to the view (bilinear), so any render
-resolution works.
+The network runs at its training input size: each view's window (the whole view, or with
+`crop` a square around the drawn pixels, `view_windows`) is resized to it (area averaging,
+as in training) and its logits are resized back to the window (bilinear), so any render
+resolution works. Cropping gives the object the network's whole input, so thin parts
+keep more network pixels; the window comes from the RGB alone (non-white pixels), as a
+detector would find the object.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
 
 KIND = "teacher2d"
 MIN_COMPONENT_CELLS = 2.0  # components smaller than this many network pixels are speckle
+CROP_MARGIN = 0.05  # of the object's longer side, added on each side of a crop window: the
+#                     training jitter (+-10% scale, +-6% shift) then rarely cuts the object
+BACKGROUND = 255  # the renders' white backdrop (render.BACKGROUND; not imported: render is heavy)
 
 
 def resize_views(rgb: np.ndarray, size: int) -> torch.Tensor:
@@ -47,6 +53,57 @@ def resize_views(rgb: np.ndarray, size: int) -> torch.Tensor:
     if x.shape[-1] >= size and x.shape[-2] >= size:
         return F.interpolate(x, size=(size, size), mode="area")
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def view_windows(rgb: np.ndarray, crop: bool) -> np.ndarray:
+    """(V, H, W, 3) uint8 -> (V, 4) int64 [x0, y0, w, h]: the region of each view the
+    network sees. Without ``crop`` the whole view; with it a square around the view's
+    drawn (non-white) pixels, ``CROP_MARGIN`` larger on each side, centred on them (it may
+    reach past the image border: those pixels are white background). A view with nothing
+    drawn keeps the whole view."""
+    n_views, height, width = rgb.shape[:3]
+    whole = np.tile(np.array([0, 0, width, height], np.int64), (n_views, 1))
+    if not crop:
+        return whole
+    drawn = (rgb < BACKGROUND).any(axis=-1)  # (V, H, W)
+    rows, cols = drawn.any(axis=2), drawn.any(axis=1)
+    r0, c0 = rows.argmax(axis=1), cols.argmax(axis=1)
+    r1, c1 = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
+    side = np.ceil(np.maximum(r1 - r0, c1 - c0) * (1 + 2 * CROP_MARGIN)).astype(np.int64)
+    x0 = np.floor((c0 + c1 - side) / 2).astype(np.int64)
+    y0 = np.floor((r0 + r1 - side) / 2).astype(np.int64)
+    windows = np.stack([x0, y0, side, side], axis=1)
+    return np.where(rows.any(axis=1)[:, None], windows, whole)
+
+
+def frame_views(rgb: np.ndarray, size: int, windows: np.ndarray) -> torch.Tensor:
+    """(V, H, W, 3) uint8 and (V, 4) windows -> (V, 3, size, size) float32 in [0, 1]: each
+    window cut out (white beyond the image) and resized as ``resize_views`` does."""
+    import torch
+
+    height, width = rgb.shape[1:3]
+    if (windows == np.array([0, 0, width, height])).all():
+        return resize_views(rgb, size)
+    out = []
+    for view, (x0, y0, w, h) in enumerate(windows):  # per view: windows differ in size
+        cut = np.full((h, w, 3), BACKGROUND, np.uint8)
+        xa, ya = max(x0, 0), max(y0, 0)
+        xb, yb = min(x0 + w, width), min(y0 + h, height)
+        cut[ya - y0:yb - y0, xa - x0:xb - x0] = rgb[view, ya:yb, xa:xb]
+        out.append(resize_views(cut[None], size))
+    return torch.cat(out)
+
+
+def window_grid(windows: np.ndarray, size: int, height: int, width: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The view pixel under each network pixel's centre: rows (V, size) and cols (V, size)
+    int64 clipped into the view, and inside (V, size, size) bool (False past its border)."""
+    centres = (np.arange(size) + 0.5) / size
+    cols = np.floor(windows[:, 0:1] + centres[None] * windows[:, 2:3]).astype(np.int64)
+    rows = np.floor(windows[:, 1:2] + centres[None] * windows[:, 3:4]).astype(np.int64)
+    inside = (((rows >= 0) & (rows < height))[:, :, None]
+              & ((cols >= 0) & (cols < width))[:, None, :])
+    return rows.clip(0, height - 1), cols.clip(0, width - 1), inside
 
 
 def box_means(integral: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -100,10 +157,11 @@ class TrainedTeacher:
     """A loaded `train-teacher` model folder, ready to segment or box rendered views."""
 
     def __init__(self, net: Any, part_names: list[str], input_size: int, device: torch.device,
-                 path: str, key: str, training_digests: set[str]):
+                 path: str, key: str, training_digests: set[str], crop: bool = False):
         self.net = net.to(device).eval()
         self.part_names = list(part_names)
         self.input_size = input_size
+        self.crop = crop
         self.device = device
         self.path = path
         self.key = key
@@ -121,6 +179,7 @@ class TrainedTeacher:
             part_names = [str(n) for n in meta["part_names"]]
             net = Teacher2D(len(part_names), int(meta["width"]), int(meta["levels"]))
             input_size = int(meta["input_size"])
+            crop = bool(meta.get("crop", False))  # folders from before --crop: whole views
             digests = {str(s["digest"]) for s in meta.get("training_shapes", [])}
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{path}: model.json lacks the teacher's settings "
@@ -129,7 +188,7 @@ class TrainedTeacher:
         if problem:
             raise ModelError(f"{path}: weights do not fit the teacher network ({problem})")
         net.load_state_dict(saved.state_dict)
-        return cls(net, part_names, input_size, device, str(path), saved.key, digests)
+        return cls(net, part_names, input_size, device, str(path), saved.key, digests, crop)
 
     def trained_on(self, digest: str | None) -> bool:
         """Whether the shape with this source digest was one the teacher learned from."""
@@ -146,31 +205,44 @@ class TrainedTeacher:
         return np.array([self.part_names.index(n) for n in part_names], np.int64)
 
     def _forward(self, images: np.ndarray, batch_size: int
-                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per batch of views: (logits (n, 1+P, S, S), features (n, F, S, S)) on the CPU."""
+                 ) -> tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The views' windows (V, 4) and per batch of views: (logits (n, 1+P, S, S),
+        features (n, F, S, S)) on the CPU."""
         import torch
 
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"images must be (V, H, W, 3) uint8, got {images.shape} "
                              f"{images.dtype}")
+        windows = view_windows(images, self.crop)
         out = []
+        step = max(1, batch_size)
         with torch.inference_mode():
-            for start in range(0, len(images), max(1, batch_size)):
-                x = resize_views(images[start:start + max(1, batch_size)], self.input_size)
+            for start in range(0, len(images), step):
+                x = frame_views(images[start:start + step], self.input_size,
+                                windows[start:start + step])
                 logits, feats = self.net.features(x.to(self.device))
                 out.append((logits.float().cpu(), feats.float().cpu()))
-        return out
+        return windows, out
 
     def _view_probs(self, logits: torch.Tensor, height: int, width: int,
-                    order: np.ndarray) -> np.ndarray:
-        """(1+P, S, S) logits -> (1+P, H, W) float32 softmax, parts in the asked order."""
+                    order: np.ndarray, window: np.ndarray) -> np.ndarray:
+        """(1+P, S, S) logits of a view's window -> (1+P, H, W) float32 softmax, parts in
+        the asked order; pixels outside the window are background."""
         import torch
         from torch.nn import functional as F  # noqa: N812
 
         channels = torch.from_numpy(np.concatenate([[0], 1 + order]))
-        up = F.interpolate(logits[None, channels], size=(height, width), mode="bilinear",
-                           align_corners=False)[0]
-        return up.softmax(dim=0).numpy()
+        x0, y0, w, h = (int(v) for v in window)
+        up = F.interpolate(logits[None, channels], size=(h, w), mode="bilinear",
+                           align_corners=False)[0].softmax(dim=0).numpy()
+        if (x0, y0, w, h) == (0, 0, width, height):
+            return up
+        probs = np.zeros((len(channels), height, width), np.float32)
+        probs[0] = 1.0
+        xa, ya = max(x0, 0), max(y0, 0)
+        xb, yb = min(x0 + w, width), min(y0 + h, height)
+        probs[:, ya:yb, xa:xb] = up[:, ya - y0:yb - y0, xa - x0:xb - x0]
+        return probs
 
     def segment(self, images: np.ndarray, part_names: list[str], batch_size: int = 4
                 ) -> records.PixelMaps:
@@ -180,9 +252,11 @@ class TrainedTeacher:
         height, width = images.shape[1:3]
         probs = np.empty((len(images), height, width, len(order)), np.float16)
         view = 0
-        for logits, _ in self._forward(images, batch_size):
+        windows, batches = self._forward(images, batch_size)
+        for logits, _ in batches:
             for one in logits:
-                probs[view] = self._view_probs(one, height, width, order)[1:].transpose(1, 2, 0)
+                probs[view] = self._view_probs(one, height, width, order,
+                                               windows[view])[1:].transpose(1, 2, 0)
                 view += 1
         return records.PixelMaps(probs=probs, part_names=list(part_names),
                                  teacher=f"trained:{self.path}")
@@ -194,19 +268,20 @@ class TrainedTeacher:
         order = self.part_order(part_names)
         height, width = images.shape[1:3]
         size = self.input_size
-        min_pixels = max(1, round(MIN_COMPONENT_CELLS * height * width / size ** 2))
         views, xyxy, confidence, part_probs, features = [], [], [], [], []
         view = 0
-        for logits, feats in self._forward(images, batch_size):
+        windows, batches = self._forward(images, batch_size)
+        for logits, feats in batches:
             for one, feat in zip(logits, feats, strict=True):
+                x0, y0, w, h = windows[view]
+                min_pixels = max(1, round(MIN_COMPONENT_CELLS * w * h / size ** 2))
                 box, _, conf, probs = component_boxes(
-                    self._view_probs(one, height, width, order), min_pixels)
+                    self._view_probs(one, height, width, order, windows[view]), min_pixels)
                 keep = np.flatnonzero(conf >= threshold)
                 keep = keep[np.argsort(-conf[keep], kind="stable")]
                 box, conf, probs = box[keep], conf[keep], probs[keep]
-                # the box in network cells, at least one cell wide and high
-                scale = np.array([size / width, size / height] * 2)
-                cells = box * scale
+                # the box in network cells of its window, at least one cell wide and high
+                cells = (box - np.array([x0, y0] * 2)) * np.array([size / w, size / h] * 2)
                 lo = np.clip(np.floor(cells[:, :2]), 0, size - 1).astype(np.int64)
                 hi = np.maximum(np.ceil(cells[:, 2:]).astype(np.int64), lo + 1).clip(max=size)
                 integral = np.pad(feat.numpy().cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))

@@ -16,8 +16,8 @@ import trimesh
 from partseg_cli import cli
 from partseg_cli.records import Boxes, PixelMaps, Views
 from partseg_cli.store import Workspace, shape_scope
-from partseg_cli.train_teacher import TrainTeacherConfig, fit, training_targets
-from partseg_cli.trained_teacher import TrainedTeacher, component_boxes
+from partseg_cli.train_teacher import TrainTeacherConfig, fit, training_pairs, training_targets
+from partseg_cli.trained_teacher import TrainedTeacher, component_boxes, view_windows
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs"
 TINY = ["--views", "4", "--resolution", "64", "--points", "1500"]
@@ -122,6 +122,60 @@ def test_training_targets_mark_background_parts_and_unlabelled():
     labels = np.array([[[0, 1], [-1, -1]]])
     foreground = np.array([[[True, True], [True, False]]])
     assert training_targets(labels, foreground, 2).tolist() == [[[1, 2], [-100, 0]]]
+
+
+def test_view_windows_square_the_drawn_pixels_with_a_margin():
+    rgb = np.full((3, 40, 60, 3), 255, np.uint8)
+    rgb[0, 10:20, 30:50] = 90  # 10 rows x 20 cols
+    rgb[1, 0:4, 0:2, 1] = 10  # at the corner: the window reaches past the border
+    assert view_windows(rgb, crop=False).tolist() == [[0, 0, 60, 40]] * 3
+    windows = view_windows(rgb, crop=True)
+    assert windows[0].tolist() == [29, 4, 22, 22]  # 20 * 1.1 wide, centred on the drawing
+    assert windows[1].tolist() == [-2, -1, 5, 5]
+    assert windows[2].tolist() == [0, 0, 60, 40]  # nothing drawn: the whole view
+
+
+def test_training_targets_follow_the_window():
+    labels = np.full((1, 8, 8), -1)
+    labels[0, 4:8, 4:8] = 1
+    foreground = labels >= 0
+    # the bottom-right quarter and as much again past the border, at 2 x 2 network pixels
+    targets = training_targets(labels, foreground, 2, np.array([[4, 4, 8, 8]]))
+    assert targets.tolist() == [[[2, 0], [0, 0]]]
+
+
+def small_object(offset: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A 64 x 64 white view with a 10 x 10 object: dark left half part 0, light right half
+    part 1 (a quarter of a pixel of the 16-px network input when the whole view is seen)."""
+    rgb = np.full((1, 64, 64, 3), 255, np.uint8)
+    labels = np.full((1, 64, 64), -1)
+    r, c = offset
+    rgb[0, r:r + 10, c:c + 5], labels[0, r:r + 10, c:c + 5] = 60, 0
+    rgb[0, r:r + 10, c + 5:c + 10], labels[0, r:r + 10, c + 5:c + 10] = 180, 1
+    return rgb, labels
+
+
+def test_a_cropping_teacher_segments_a_small_object_anywhere_in_the_view():
+    config = TrainTeacherConfig(input_size=16, width=8, levels=2, epochs=60, batch_size=4,
+                                lr=1e-2, crop=True)
+    pairs = [training_pairs(*small_object(o), small_object(o)[1] >= 0, config)
+             for o in [(5, 5), (40, 10), (20, 44), (50, 50)]]
+    net, _ = fit(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]), 2,
+                 config)
+    teacher = TrainedTeacher(net, ["dark", "light"], 16, torch.device("cpu"), "test", "",
+                             set(), crop=True)
+    rgb, labels = small_object((30, 25))  # a place it was not trained at
+    probs = teacher.segment(rgb, ["dark", "light"]).probs[0].astype(np.float32)
+    drawn = labels[0] >= 0
+    assert (probs.argmax(-1)[drawn] == labels[0][drawn]).mean() > 0.9
+    near = np.zeros_like(drawn)
+    near[28:42, 23:37] = True  # the object and two pixels around it (blurred edges)
+    assert probs[~near].max() < 0.5  # elsewhere background, past the window exactly so
+    assert probs[:, :20].max() == 0.0
+    boxes = teacher.detect(rgb, ["dark", "light"])
+    best = {int(p): boxes.xyxy[boxes.labels == p][0].tolist() for p in (0, 1)}
+    assert np.allclose(best[0], [25, 30, 30, 40], atol=1.5), best
+    assert np.allclose(best[1], [30, 30, 35, 40], atol=1.5), best
 
 
 def test_training_is_deterministic_and_learns_a_split():
