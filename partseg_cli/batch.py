@@ -7,12 +7,15 @@ happens. ``--quiet`` silences both; ``--log-file`` also appends every line, with
 timestamp, to a file. ``PARTSEG_NO_PROGRESS=1`` (the test suite, CI) silences both on
 stderr.
 
-Stopping: SIGTERM (SLURM's time limit, preemption, scancel) and SIGINT (Ctrl-C) do not
-kill the process in the middle of a shape. Inside a loop the signal is noted and the
-loop stops at the next item boundary by raising `Stopped`, which the CLI turns into
-one line naming what is done and exit code 143 / 130. Outside a loop (model loading,
-say), or on a second signal (not the same one again within 2 s, as a batch shell that
-forwards SIGTERM to its whole job also delivers), `Stopped` is raised at once; every write is atomic
+Stopping: SIGTERM (SLURM's time limit, preemption, scancel), SIGINT (Ctrl-C) and
+SIGUSR2 (the warning SLURM sends ahead of a time limit for submitit,
+``--signal=USR2@90``) do not kill the process in the middle of a shape. Inside a loop
+the signal is noted and the loop stops at the next item boundary by raising `Stopped`,
+which the CLI turns into one line naming what is done and exit code 143 / 130 / 140
+(in a submitit task, executors.py then hands a SIGUSR2 stop on to submitit, which
+checkpoints and requeues the task). Outside a loop (model loading, say), or on a second
+signal (not the same one again within 2 s, as a batch shell that forwards SIGTERM to
+its whole job also delivers), `Stopped` is raised at once; every write is atomic
 (store.py), so nothing half-written is left either way.
 """
 
@@ -26,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130, signal.SIGUSR2: 140}
 
 
 class Stopped(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error

@@ -17,9 +17,9 @@ On SLURM every step is submitted at once (dependencies order them) and partseg
 returns with the job ids, unless ``--wait``. The local executor runs the tasks as
 processes on this machine, step after step, and always waits. Submissions are kept in
 the workspace (journal.py): job ids, logs, and per task a small result file that
-`partseg status` reads. A task is a `Task` object: submitit calls its ``checkpoint``
-on preemption or time-out (SIGUSR2 ahead of the limit) and requeues it; the rerun
-skips what was stored.
+`partseg status` reads. A task is a `Task` object: on preemption or time-out (SIGUSR2
+ahead of the limit) it stops at the next shape boundary, then submitit calls its
+``checkpoint`` and requeues it; the rerun skips what was stored.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -122,6 +123,10 @@ class Task:
         from . import batch
         from .cli import main
 
+        # submitit's SIGUSR2 handler checkpoints and requeues at once, wherever the run
+        # is; partseg's own (batch.py) takes SIGUSR2 while it runs and stops at the next
+        # shape boundary, and the stop is then handed back to submitit's (see below)
+        requeue = signal.getsignal(signal.SIGUSR2)
         env = submitit.JobEnvironment()
         result = self.folder / f"{env.job_id}.json"
         os.environ[journal.LOG_ENV] = str(env.paths.stderr)
@@ -142,6 +147,15 @@ class Task:
                 raise
             code = exc.code if isinstance(exc.code, int) else 2
         line = batch.last_said()
+        if code == batch.EXIT_CODES[signal.SIGUSR2] and callable(requeue):
+            # no exit code yet: `status` asks squeue about the requeued task
+            self._result(result, {"line": line, "started": started, "requeued": time.time()})
+            try:
+                requeue(signal.SIGUSR2, None)  # checkpoint(), requeue, exit as submitit does
+            except Exception:  # submitit would not requeue (timed out too often): failed
+                self._result(result, {"code": code, "line": line, "started": started,
+                                      "ended": time.time()})
+                raise
         self._result(result, {"code": code, "line": line, "started": started,
                               "ended": time.time()})
         if code not in (0, 1):

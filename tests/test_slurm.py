@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from shared_data import _in_ci, shared_data
 
+from partseg_cli import journal
 from partseg_cli.executors import (
     EXECUTOR_FLAGS,
     EXECUTOR_VALUES,
@@ -219,6 +220,49 @@ def test_local_executor_two_jobs_equal_one_process(eight: Path, reference: Path,
     assert "run: local array" in done.stderr and "(2 tasks)" in done.stderr, done.stderr
     assert_same_labels(work, reference)
     assert [j["state"] for j in status(work)["jobs"]] == ["done", "done"]
+
+
+# Imported by every Python process started with it on PYTHONPATH (here: the local
+# executor's task): after the first detect output is stored, the task sends itself
+# SIGUSR2 once, as SLURM does ahead of a time limit for submitit (--signal=USR2@90).
+USR2_ONCE = """
+import os, signal
+if os.environ.get("PARTSEG_TEST_USR2"):
+    from partseg_cli import store
+    original = store.Workspace.write
+    def write(self, scope, stage, *args, **kwargs):
+        original(self, scope, stage, *args, **kwargs)
+        sent = os.environ["PARTSEG_TEST_USR2"]
+        if stage == "detect" and not os.path.exists(sent):
+            open(sent, "w").close()
+            os.kill(os.getpid(), signal.SIGUSR2)
+    store.Workspace.write = write
+"""
+
+
+def test_sigusr2_stops_at_a_shape_boundary_then_submitit_requeues(
+        eight: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(USR2_ONCE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PARTSEG_TEST_USR2", str(tmp_path / "sent"))
+    work = tmp_path / "ws"
+    done = partseg("run", eight, "--work", work, *TINY, "--executor", "local")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sent").exists()  # the signal was sent
+    [job] = status(work)["jobs"]
+    log = Path(job["log"]).read_text()
+    # the shape being computed was finished and stored, then the task stopped ...
+    assert "partseg: stopped by SIGUSR2: load 8/8, render 8/8, detect 1/8 done" in log, log
+    # ... submitit checkpointed and requeued it (its log is the task's stdout), and the
+    # requeued task resumed
+    [entry] = journal.submissions(work)[-1]["steps"][0]["jobs"]
+    submitit_log = Path(entry["stdout"]).read_text()
+    assert "Calling checkpoint method" in submitit_log and "Requeued job" in submitit_log
+    assert "detect: 7 computed, 1 cached" in log, log
+    assert job["state"] == "done" and job["code"] == 0, job
+    assert_same_labels(work, reference)
 
 
 def test_the_sbatch_example_runs_as_written(slurm: Path, eight: Path, reference: Path,
