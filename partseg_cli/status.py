@@ -6,11 +6,14 @@ from changed since), none, or a recorded failure
 (`--executor`): done, failed (with their log), running or pending (squeue, where
 SLURM is there), ended without a word (killed).
 
-Speed: it reads only the small JSON attribute file of each zarr artifact, with
-os.scandir, never an array, and compares each artifact's recorded input keys with the
-keys stored now; an index (jobs/status-index.json) keeps what it read per shape folder
-and its mtime, so a later status re-reads only the shapes that changed
-(bench/bench_status.py: 10,000 shapes, 60,000 artifacts).
+Speed: per shape folder it reads the commit log (store.py: one line per commit with
+the artifact's key, inputs and the identity of its metadata file) and stats each
+artifact's metadata file; only an artifact no line matches (older partseg, a copied
+workspace, a changed file) has its small JSON attribute file read, never an array. It
+compares each artifact's recorded input keys with the keys stored now. An index
+(jobs/status-index.json) keeps what it read per shape folder and its mtime, so a later
+status re-reads only the shapes that changed (bench/bench_status.py: 10,000 shapes,
+60,000 artifacts).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 from . import journal
 from .errors import CorruptError
 from .pipeline import STAGE_VERSIONS
-from .store import CORRUPT_SUFFIX, Workspace
+from .store import CORRUPT_SUFFIX, STAGE_LOG, Workspace, read_stage_log
 
 KILLED = "ended without a result (killed or cancelled; see the log)"
 
@@ -47,34 +50,65 @@ class StageCounts:
 CORRUPT = {"corrupt": True}
 
 
-def _zarr_infos(shape_dir: str) -> dict[str, dict[str, Any]]:
+def _read_small(path: str) -> bytes:
+    # os.open/os.read: a third of io.open's cost, which dominates at 10,000 shapes
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+
+
+def _artifact_infos(workspace: Workspace, shape_dir: str) -> dict[str, dict[str, Any]]:
+    """stage -> provenance of one shape folder's artifacts: from its commit log
+    (store.py) where a line matches the artifact's metadata file (inode, size, mtime),
+    else from that file itself; CORRUPT where it cannot be decoded or a read marked it."""
+    logged = read_stage_log(f"{shape_dir}/{STAGE_LOG}")
+    suffix = ".h5" if workspace.backend_name == "hdf5" else ""
     infos, marked = {}, {}
     with os.scandir(shape_dir) as entries:
         for entry in entries:
-            if entry.name == "zarr.json":
+            name = entry.name
+            if name.endswith(CORRUPT_SUFFIX):  # rare: read only when there
+                stage = name.removesuffix(CORRUPT_SUFFIX).removesuffix(suffix)
+                marked[stage] = _read_json(entry.path)
                 continue
-            if entry.name.endswith(CORRUPT_SUFFIX):  # rare: read only when there
-                marked[entry.name.removesuffix(CORRUPT_SUFFIX)] = _read_json(entry.path)
-                continue
-            try:  # os.open/os.read: a third of io.open's cost, which dominates here
-                fd = os.open(f"{entry.path}/zarr.json", os.O_RDONLY)
-                try:
-                    data = os.read(fd, 1 << 20)
-                finally:
-                    os.close(fd)
+            if suffix:
+                if not name.endswith(suffix) or not entry.is_file():
+                    continue
+                stage, meta_path = name[: -len(suffix)], entry.path
+            elif entry.is_dir():
+                stage, meta_path = name, f"{entry.path}/zarr.json"
+            else:
+                continue  # the group's zarr.json, the commit log
+            try:
+                st = os.stat(meta_path)
             except OSError:
                 continue  # being replaced right now: counts as missing
-            try:
-                infos[entry.name] = json.loads(data).get("attributes", {}).get("partseg") or {}
-            except (ValueError, AttributeError):
-                # committed folders are renamed into place whole, so this is damage,
-                # not a write in progress
-                infos[entry.name] = CORRUPT
+            line = logged.get((stage, (st.st_ino, st.st_size, st.st_mtime_ns)))
+            if line is not None:
+                infos[stage] = line
+            elif suffix:  # hdf5: one small attribute read, slower but the same answer
+                infos[stage] = _hdf5_info(workspace, f"shapes/{os.path.basename(shape_dir)}",
+                                          stage)
+            else:
+                try:
+                    data = _read_small(meta_path)
+                except OSError:
+                    continue
+                try:
+                    infos[stage] = json.loads(data).get("attributes", {}).get("partseg") or {}
+                except (ValueError, AttributeError):
+                    # committed folders are renamed into place whole, so this is damage,
+                    # not a write in progress
+                    infos[stage] = CORRUPT
     for stage, note in marked.items():  # as Workspace.info: a note about an older version
         if stage in infos and (not isinstance(note, dict)  # does not apply, an unreadable
                                or note.get("id") == infos[stage].get("id")):  # one does
             infos[stage] = CORRUPT
-    return infos
+    return {stage: CORRUPT if i.get("corrupt") else {"key": i.get("key"),
+                                                     "inputs": i.get("inputs")}
+            for stage, i in infos.items()}
 
 
 def _read_json(path: str) -> Any:
@@ -93,18 +127,6 @@ def _is_stale(info: dict[str, Any], keys: dict[str, str | None],
     inputs = info.get("inputs")
     return inputs is not None and any(keys.get(name) != key for name, key in inputs.items()
                                       if name not in unknown)
-
-
-def _shape_infos(workspace: Workspace, shape_id: str, path: str
-                 ) -> dict[str, dict[str, Any]]:
-    if workspace.backend_name == "zarr":
-        infos = _zarr_infos(path)
-    else:  # hdf5: one small attribute read per file, slower but the same answer
-        scope = f"shapes/{shape_id}"
-        infos = {s: _hdf5_info(workspace, scope, s) for s in workspace.stages(scope)}
-    return {stage: CORRUPT if i.get("corrupt") else {"key": i.get("key"),
-                                                     "inputs": i.get("inputs")}
-            for stage, i in infos.items()}
 
 
 def _hdf5_info(workspace: Workspace, scope: str, stage: str) -> dict[str, Any]:
@@ -142,7 +164,7 @@ def _shapes(workspace: Workspace) -> dict[str, dict[str, dict[str, Any]]]:
             if cached is not None and cached["m"] == mtime:
                 infos = cached["s"]
             else:
-                infos = _shape_infos(workspace, entry.name, entry.path)
+                infos = _artifact_infos(workspace, entry.path)
                 changed = True
             shapes[entry.name] = infos
             if mtime < fresh_before:

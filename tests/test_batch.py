@@ -16,7 +16,13 @@ import pytest
 from partseg_cli import journal
 from partseg_cli.records import Labelling
 from partseg_cli.status import collect, render_text
-from partseg_cli.store import Workspace, shape_scope
+from partseg_cli.store import (
+    STAGE_LOG,
+    Workspace,
+    read_stage_log,
+    shape_scope,
+    stat_signature,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs"
 TINY = ["--teacher", "simulated", "--parts", "back,seat,leg,arm", "--views", "2",
@@ -149,6 +155,48 @@ def test_status_counts_stale_failed_and_reads_json(two_chairs: Path, reference: 
     again = partseg("vote", reference, "--force", "--shape-id", "Chair_chair1", quiet_env=True)
     assert again.returncode == 0, again.stderr
     assert collect(reference)["failed"] == []
+
+
+def test_status_reads_the_commit_logs_and_falls_back_to_the_artifacts(
+        tmp_path: Path) -> None:
+    """`status` takes each artifact's key and inputs from its shape's commit log where a
+    line names the artifact's metadata file as it is now (the latest such line), else
+    from the file."""
+    work = tmp_path / "ws"
+    workspace = Workspace.open(work, create=True)
+    for sid in ("a", "b"):
+        workspace.write(f"shapes/{sid}", "shape", {}, key="s")
+        workspace.write(f"shapes/{sid}", "render", {}, key="r", inputs={"shape": "s"})
+        workspace.write(f"shapes/{sid}", "detect", {}, key="d",
+                        inputs={"shape": "s", "render": "r"})
+    workspace.write("shapes/a", "render", {}, key="r2", inputs={"shape": "s"})  # redone
+    expected = collect(work)
+    assert expected["stages"]["detect"]["stale_shapes"] == ["a"]
+    shape_dir = workspace.data_root / "shapes" / "a"
+    log = shape_dir / STAGE_LOG
+    assert len(log.read_text().splitlines()) == 4  # one line per commit
+    assert {(stage, sig) for stage, sig in read_stage_log(log)} >= {
+        (entry.name, tuple(stat_signature(entry / "zarr.json")))
+        for entry in shape_dir.iterdir() if entry.is_dir()}
+    index = work / journal.JOBS / "status-index.json"
+    render = stat_signature(shape_dir / "render" / "zarr.json")
+    index.unlink()
+    with open(log, "a") as handle:  # a line about another file is ignored
+        handle.write(json.dumps({"stage": "render", "key": "r",
+                                 "sig": [render[0] + 1, *render[1:]]}) + "\n")
+    assert collect(work)["stages"] == expected["stages"]
+    index.unlink()
+    with open(log, "a") as handle:  # the latest line about the file wins: it is read
+        handle.write(json.dumps({"stage": "render", "key": "r", "sig": render}) + "\n")
+    assert collect(work)["stages"]["detect"]["stale"] == 0
+    # a copy (new inodes) or a workspace of an older partseg (no logs): artifacts are read
+    copy = Path(shutil.copytree(work, tmp_path / "copy"))
+    (copy / journal.JOBS / "status-index.json").unlink()
+    assert collect(copy)["stages"] == expected["stages"]
+    for shape_log in (work / "store.zarr" / "shapes").glob(f"*/{STAGE_LOG}"):
+        shape_log.unlink()
+    index.unlink()
+    assert collect(work)["stages"] == expected["stages"]
 
 
 def test_the_same_signal_twice_still_waits_for_the_shape_boundary() -> None:
