@@ -825,6 +825,10 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
         dead = {sid for report in reports for sid in report.failed}
         return [s.shape_id for s in sources if s.shape_id not in dead]
 
+    detect_stage.check_part_names(workspace, {s.shape_id: s.path for s in sources
+                                              if s.shape_id in alive()},
+                                  _parts(parts), category, ", ".join(map(str, inputs)))
+
     reports.append(render_stage.run(workspace, alive(), render_stage.RenderConfig(
         n_views=views, resolution=resolution, n_points=points, seed=seed, device=device),
         force))
@@ -870,15 +874,15 @@ def _pipeline(inputs: list[Path], work: Path, teacher: str, model: str | None,
     labelled = [sid for sid in alive() if evaluate_stage.has_ground_truth(workspace, sid)
                 and not evaluate_stage.teacher_trained_on(workspace, sid)]
     for method in methods if labelled else []:
-        # No derived instances here: a fully cached `run` must not import scipy; the
-        # `evaluate` command gives mAP50 on data without instance labels.
-        report, _ = evaluate_stage.run(workspace, labelled, method, None, "shapenetpart",
-                                       derive_instances=False)
+        # stored with its inputs' keys: a cached run reads no array to print it again;
+        # the `evaluate` command gives mAP50 on data without instance labels
+        table = evaluate_stage.run_table(workspace, labelled, method)
         typer.echo(f"[{method}]")
-        typer.echo(report.table())
-    typer.echo(f"results in {work}; see into them with `partseg report {work} --out "
-               f"report.html`, export them with `partseg export {work} --out OUT --method "
-               f"{methods[-1]}`", err=True)
+        typer.echo(table)
+    if alive():  # else the failures below are all there is to say
+        typer.echo(f"results in {work}; see into them with `partseg report {work} --out "
+                   f"report.html`, export them with `partseg export {work} --out OUT "
+                   f"--method {methods[-1]}`", err=True)
     finish(reports)
 
 

@@ -601,6 +601,28 @@ def prompt_parts(shape: Shape, parts: list[str] | None, category: str | None = N
     return list(names)
 
 
+def check_part_names(workspace: Workspace, sources: dict[str, Path], parts: list[str] | None,
+                     category: str | None, where: str) -> None:
+    """Refuse at once, before anything is rendered, shapes none of which has part names
+    to ask for (a single unlabelled file, a folder of them): what `prompt_parts` would
+    fail on per shape. ``sources``: shape id -> the file it was loaded from; ``where``
+    names the inputs."""
+    from .shapes import builtin_part_names
+
+    if parts or not sources:
+        return
+    for shape_id in sources:
+        attrs = workspace.read(shape_scope(shape_id), "shape", names=[]).record_attrs
+        if attrs.get("part_names") or builtin_part_names(
+                category if category is not None else attrs.get("category") or ""):
+            return
+    what = (str(next(iter(sources.values()))) if len(sources) == 1
+            else f"{where}: none of its {len(sources)} shapes")
+    raise PartsegError(f"{what}: no part names to ask the teacher for (unlabelled, and no "
+                       "known category); give --parts \"back,seat,leg,arm\" or --category "
+                       "with a ShapeNetPart/PartNetE part list, e.g. --category chair")
+
+
 def simulated_ground_truth(workspace: Workspace, shape: Shape,
                            part_names: list[str]) -> np.ndarray:
     """(V,H,W) ground-truth label images indexed into ``part_names`` (other parts -> -1).

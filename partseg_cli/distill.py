@@ -877,17 +877,52 @@ def save_student(path: Path, trained: TrainedStudent, config: DistillConfig,
 
 @dataclass
 class LoadedStudent:
-    student: Student
-    config: DistillConfig
+    """A saved student: its key, part names and training shapes from its model.json at
+    once; the network and the C_bd it stored (torch) only on first use, so that a fully
+    cached `distill --mode pre` never imports torch. ``device`` may be "auto"."""
+
     key: str
     part_names: list[str]
     training: dict[str, str]  # shape id -> "shape" stage key, in the training workspace
-    rescored: dict[str, np.ndarray]  # shape id -> C_bd of its training
     path: Path
+    device: str = "cpu"
+    _network: tuple[Student, dict[str, np.ndarray]] | None = None
+
+    @property
+    def student(self) -> Student:
+        return self._load()[0]
+
+    @property
+    def rescored(self) -> dict[str, np.ndarray]:
+        """shape id -> C_bd of its training."""
+        return self._load()[1]
+
+    def _load(self) -> tuple[Student, dict[str, np.ndarray]]:
+        if self._network is None:
+            self._network = _load_network(self.path, resolve_device(self.device))
+        return self._network
 
 
 def load_student(path: Path, device: str = "cpu") -> LoadedStudent:
-    """A saved student; one-line ModelError for a missing, foreign or corrupt folder."""
+    """A saved student (its weights are read on first use); one-line ModelError for a
+    missing, foreign or corrupt folder."""
+    from .errors import ModelError
+    from .saved_model import check_weights, read_document
+
+    document = read_document(path, kind=STUDENT_KIND)
+    check_weights(path)
+    meta = document.get("meta") or {}
+    try:
+        part_names = [str(p) for p in meta["part_names"]]
+        training = {str(k): str(v) for k, v in meta["training_shapes"].items()}
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ModelError(f"{path}: not a valid PartDistill student ({err})") from None
+    return LoadedStudent(str(document.get("key", "")), part_names, training, Path(path),
+                         device)
+
+
+def _load_network(path: Path, device: str) -> tuple[Student, dict[str, np.ndarray]]:
+    """The student network saved at ``path`` and the C_bd of its training shapes."""
     from .encoders import build_encoder
     from .errors import ModelError, state_dict_mismatch
     from .models.student import Head, Student
@@ -901,27 +936,25 @@ def load_student(path: Path, device: str = "cpu") -> LoadedStudent:
         stored["hidden"] = tuple(stored.get("hidden", DistillConfig.hidden))
         stored["scale_range"] = tuple(stored.get("scale_range", DistillConfig.scale_range))
         config = DistillConfig(**{**stored, "encoder_checkpoint": None, "device": device})
-        part_names = [str(p) for p in meta["part_names"]]
-        training = {str(k): str(v) for k, v in meta["training_shapes"].items()}
+        n_parts = len(meta["part_names"])
         encoder = _density_matched(build_encoder(config.encoder, None, device), config)
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"{path}: not a valid PartDistill student ({err})") from None
     if meta.get("encoder_frozen", True) and encoder.trainable:
         encoder.trainable = False  # trained from a user's frozen checkpoint
         encoder.requires_grad_(False)
-    head = Head(encoder.out_dim, len(part_names), config.hidden)
+    head = Head(encoder.out_dim, n_parts, config.hidden)
     student = Student(encoder, head, config.shape_standardise).to(device)
     weights = {k.removeprefix("student."): v for k, v in saved.state_dict.items()
                if k.startswith("student.")}
     problem = state_dict_mismatch(student.state_dict(), weights)
     if problem:
         raise ModelError(f"{path}: weights do not match a {config.encoder} student with "
-                         f"{len(part_names)} parts: {problem}")
+                         f"{n_parts} parts: {problem}")
     student.load_state_dict(weights)
     rescored = {k.removeprefix("rescored."): v.numpy() for k, v in saved.state_dict.items()
                 if k.startswith("rescored.")}
-    return LoadedStudent(student.eval(), config, saved.key, part_names, training, rescored,
-                         Path(path))
+    return student.eval(), rescored
 
 
 def _part_groups(workspace: Workspace, shape_ids: list[str]) -> dict[tuple[str, ...], list[str]]:
@@ -981,6 +1014,8 @@ def _train_or_reuse(workspace: Workspace, train_ids: list[str], part_names: list
                  for s in train_ids]
         labelled = (load_labelled(labels, part_names, n_points, config.seed)
                     if labels is not None else None)
+        # "auto" is resolved only here and when a student loads: a cached run needs no torch
+        config = dataclasses.replace(config, device=resolve_device(config.device))
         trained = train_student(list(zip(shapes, units, strict=True)), len(part_names), config,
                                 labelled)
         training = {sid: workspace.key(shape_scope(sid), "shape") or "" for sid in train_ids}
@@ -1044,7 +1079,6 @@ def _run_pre(workspace: Workspace, shape_ids: list[str], config: DistillConfig, 
     from .saved_model import resolve_model_path
 
     training = StageReport(f"{output} (student)")
-    config = dataclasses.replace(config, device=resolve_device(config.device))
     if student and not train_ids and labels is not None:
         raise PartsegError("--labels trains a student: give --train-ids with --student, "
                            "or omit --student")

@@ -1065,6 +1065,32 @@ def run(workspace: Workspace, shape_ids: list[str], method: str = "vote",
     return report, failed
 
 
+# Bump when the scores or the table `run_table` stores change: stored tables are then
+# recomputed instead of printed again.
+TABLE_VERSION = 1
+
+
+def run_table(workspace: Workspace, shape_ids: list[str], method: str) -> str:
+    """The evaluation table `partseg run` prints for ``method`` over ``shape_ids``,
+    stored (collections/run/evaluation.<method>) under a key of every shape's and
+    labelling's key: a cached run prints it again without reading an array or
+    importing zarr. No derived instances (see `run`): a cached run must not need scipy."""
+    from .store import collection_scope, content_key
+
+    inputs = [f"{sid}:{workspace.key(shape_scope(sid), 'shape')}:"
+              f"{workspace.key(shape_scope(sid), method)}" for sid in shape_ids]
+    key = content_key("evaluate", TABLE_VERSION,
+                      {"method": method, "convention": "shapenetpart"}, inputs)
+    scope, stage = collection_scope("run"), f"evaluation.{method}"
+    if workspace.cached_key(scope, stage) == key:
+        return workspace.read(scope, stage, names=[]).record_attrs["table"]
+    report, _ = run(workspace, shape_ids, method, None, "shapenetpart",
+                    derive_instances=False)
+    table = report.table()
+    workspace.write(scope, stage, {"table": table}, key=key)
+    return table
+
+
 def _add_provenance(workspace: Workspace, report: EvalReport, method: str | None,
                     pred: Path | None) -> None:
     """What the numbers come from: the report's method, convention, teachers, partseg

@@ -15,7 +15,8 @@ EXAMPLES: dict[str, str] = {
     "partseg": _examples(
         "partseg render data/ShapeNetPart            # workspace runs/ShapeNetPart",
         "partseg run examples/toy_chairs --teacher simulated --distill tta",
-        "partseg distill --mode tta --shape chair.ply   # one file, start to end",
+        "partseg distill --mode tta --shape chair.ply --category chair   # one file, start "
+        "to end",
         "partseg report runs/toy_chairs --out report.html"),
     "render": _examples(
         "partseg render data/ShapeNetPart            # workspace runs/ShapeNetPart",
@@ -56,7 +57,8 @@ EXAMPLES: dict[str, str] = {
         "partseg run data/ --work runs/all --executor slurm --jobs 50 --slurm-partition gpu "
         "--slurm-gres gpu:1   # a job array; `partseg status runs/all` follows it"),
     "distill": _examples(
-        "partseg distill --mode tta --shape chair.ply   # workspace runs/chair",
+        "partseg distill --mode tta --shape chair.ply --category chair   # workspace "
+        "runs/chair; an unlabelled file needs --category (a known part list) or --parts",
         "partseg distill runs/chairs --mode pre --output pre",
         "partseg evaluate runs/chairs --method distill.pre"),
     "rescore": _examples("partseg rescore runs/chairs && partseg evaluate runs/chairs "

@@ -109,10 +109,9 @@ def save_model(path: Path, model: SavedModel | None = None, *, kind: str = "", k
     return path
 
 
-def load_model(path: str | Path, kind: str | None = None, device: str = "cpu") -> SavedModel:
-    """Read a model folder; one-line ModelError for a missing, foreign or corrupt one."""
-    from safetensors.torch import load_file
-
+def read_document(path: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """A model folder's model.json (kind, key, meta), checked, without its weights (no
+    torch): enough to tell whether a stored model is current."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such model folder")
@@ -132,6 +131,35 @@ def load_model(path: str | Path, kind: str | None = None, device: str = "cpu") -
                          f"(this partseg reads format {FORMAT})")
     if kind is not None and document.get("kind") != kind:
         raise ModelError(f"{path}: holds a {document.get('kind')!r} model, expected {kind!r}")
+    return document
+
+
+def check_weights(path: str | Path) -> None:
+    """ModelError unless the folder's weights file is a whole safetensors file (its JSON
+    header parses and the tensors it lists end where the file ends), read without torch:
+    a model a cached run does not load is still checked."""
+    weights = Path(path) / WEIGHTS
+    try:
+        with open(weights, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size <= 100 << 20:
+                raise ValueError(f"header length {size}")
+            header = json.loads(handle.read(size))
+        ends = [int(t["data_offsets"][1]) for name, t in header.items()
+                if name != "__metadata__"]
+        expected = 8 + size + max(ends, default=0)
+        if weights.stat().st_size != expected:
+            raise ValueError(f"{weights.stat().st_size} bytes, the header lists {expected}")
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        raise ModelError(f"{weights}: corrupt or unreadable ({first_line(err)})") from None
+
+
+def load_model(path: str | Path, kind: str | None = None, device: str = "cpu") -> SavedModel:
+    """Read a model folder; one-line ModelError for a missing, foreign or corrupt one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    document = read_document(path, kind)
     try:
         state = load_file(str(path / WEIGHTS), device=device)
     except Exception as err:  # safetensors raises its own error types for a corrupt file

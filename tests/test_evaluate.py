@@ -440,6 +440,24 @@ def test_run_on_a_workspace(tmp_path):
         run(ws, ["toy"], "vote", teacher_2d=True)
 
 
+def test_run_table_is_stored_and_recomputed_when_a_labelling_changes(tmp_path):
+    from partseg_cli.evaluate import run, run_table
+    from partseg_cli.records import Labelling
+    from partseg_cli.store import collection_scope, shape_scope
+
+    ws = _workspace(tmp_path)
+    table = run_table(ws, ["toy"], "vote")
+    assert table == run(ws, ["toy"], "vote", derive_instances=False)[0].table()
+    assert ws.exists(collection_scope("run"), "evaluation.vote")
+    ws.write(collection_scope("run"), "evaluation.vote", {"table": "stored"},
+             key=ws.key(collection_scope("run"), "evaluation.vote"))
+    assert run_table(ws, ["toy"], "vote") == "stored"  # same inputs: printed as stored
+    right = Labelling(point_labels=np.array([0, 1, 0, 1], np.int32), part_names=["a", "b"],
+                      method="vote")
+    ws.write(shape_scope("toy"), "vote", right, key="another vote")
+    assert "100.0" in run_table(ws, ["toy"], "vote")  # its input changed: recomputed
+
+
 def test_pixel_units_reproject_their_points(tmp_path):
     from partseg_cli.evaluate import unit_regions
     from partseg_cli.records import Cameras, KnowledgeUnits, Views

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from test_cli import EXAMPLES, SMALL, partseg
+from test_cli import EXAMPLES, SMALL, assert_one_line_error, partseg
 
 from partseg_cli import detect
 from partseg_cli.records import Boxes, PixelMaps
@@ -84,7 +84,14 @@ def test_category_gives_a_single_file_its_part_names(capsys, monkeypatch, tmp_pa
             "--model", str(tiny_models["owlv2"]), "--views", "2", "--resolution", "64",
             "--points", "500", "--device", "cpu"]
     code, _, err = partseg(capsys, monkeypatch, *args)
-    assert code == 2 and "--category" in err  # no part names: no usable shape
+    # no part names: refused in one line naming the file, before anything is rendered
+    assert_one_line_error(code, err, f"{tmp_path / 'thing.obj'}: no part names", "--parts",
+                          "--category")
+    workspace = Workspace.open(tmp_path / "ws")
+    assert not workspace.exists(shape_scope("thing"), "render")
+    code, _, err = partseg(capsys, monkeypatch, "distill", tmp_path / "ws", "--mode", "tta",
+                           "--shape", tmp_path / "thing.obj")
+    assert_one_line_error(code, err, "thing.obj: no part names", "--category chair")
     code, _, err = partseg(capsys, monkeypatch, *args, "--category", "chair")
     assert code == 0, err
     boxes = Workspace.open(tmp_path / "ws").read_record(shape_scope("thing"), "detect", Boxes)

@@ -7,7 +7,9 @@ import torch
 
 from partseg_cli.errors import ModelError
 from partseg_cli.saved_model import (
+    WEIGHTS,
     SavedModel,
+    check_weights,
     is_model_folder,
     load_model,
     resolve_model_path,
@@ -70,3 +72,15 @@ def test_resolve_in_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = resolve_model_path("../chairs/chair-v1", work)
     assert is_model_folder(path)
     assert resolve_model_path("chair-v1", work) == work / "chair-v1"
+
+
+def test_weights_checked_without_loading_them(tmp_path: Path):
+    save_model(tmp_path / "m", _model())
+    check_weights(tmp_path / "m")  # whole: no error
+    weights = tmp_path / "m" / WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-4])  # truncated
+    with pytest.raises(ModelError, match="corrupt or unreadable"):
+        check_weights(tmp_path / "m")
+    weights.write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="corrupt or unreadable"):
+        check_weights(tmp_path / "m")

@@ -1,6 +1,6 @@
-"""Start-up cost: `--help`, `inspect`, a fully cached `run` and a cached `distill` never
-import the heavy libraries (torch, transformers, open3d, scipy, cc3d); only stages that
-compute do."""
+"""Start-up cost: `--help`, `inspect`, a fully cached `run` and a cached `distill` (test-time
+or pre-alignment) never import the heavy libraries (torch, transformers, open3d, scipy,
+cc3d, zarr); only stages that compute do."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("torch", "transformers", "open3d", "scipy", "cc3d", "trimesh", "cv2")
+HEAVY = ("torch", "transformers", "open3d", "scipy", "cc3d", "trimesh", "cv2", "zarr")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs"
 # Runs the CLI in this process, then prints which heavy modules it had imported.
 PROBE = ("import sys\nfrom partseg_cli import cli\ntry:\n    cli.main(sys.argv[1:])\n"
@@ -44,3 +44,15 @@ def test_help_inspect_and_cached_run_import_no_heavy_library(tmp_path: Path) -> 
     assert "torch" in imported_heavy(*distill)[0]
     cached, err = imported_heavy(*distill)
     assert "distill: 0 computed, 4 cached" in err and cached == []
+    # pre-alignment: the saved student's model.json tells it is current, no weights load
+    pre = ["distill", str(work), "--mode", "pre", "--epochs", "1", "--no-backward",
+           "--output", "pre"]
+    assert "torch" in imported_heavy(*pre)[0]
+    cached, err = imported_heavy(*pre)
+    assert "distill.pre (student): 0 computed, 4 cached" in err and cached == [], err
+    [student] = (work / "students").iterdir()
+    apply = ["distill", str(work), "--mode", "pre", "--student", str(student), "--output",
+             "applied"]  # a saved student applied as it is
+    assert "torch" in imported_heavy(*apply)[0]
+    cached, err = imported_heavy(*apply)
+    assert "distill.applied: 0 computed, 4 cached" in err and cached == [], err
