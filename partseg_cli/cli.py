@@ -688,7 +688,8 @@ def show(
     report = StageReport("show")
     _pictures(workspace, ids, out, None if method == "none" else method, report,
               views=view, size=size)
-    typer.echo(f"pictures in {out}", err=True)
+    if report.computed:  # when every shape failed, the report's one line says why
+        typer.echo(f"pictures in {out}", err=True)
     finish([report])
 
 

@@ -29,6 +29,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
                     (0, None, True)),
     **dict.fromkeys(("lr", "radius", "inner_lr", "adapt_lr", "null_lr"), (0, None, False)),
     **dict.fromkeys(("regularization", "color_weight", "tau"), (0, None, True)),
+    "max_pictures": (0, None, True),  # 0: scores and the list of shapes, no pictures
     "threshold": (0, None, True),  # above 1 is allowed: "label nothing"
     "whole_object_fraction": (0, 1, False),
 }
@@ -56,6 +57,11 @@ def problem(name: str, value: Any) -> str | None:
             return f"must be at most {high}, got {value}"
     if name == "view" and isinstance(value, int) and value < 0:
         return f"views are numbered from 0, got {value}"
+    if name == "convention" and isinstance(value, str):
+        from .evaluate import CONVENTIONS  # `report` would otherwise show no scores, exit 0
+
+        if value not in CONVENTIONS:
+            return f"choose one of {', '.join(CONVENTIONS)}, not {value!r}"
     if name == "parts" and isinstance(value, str):
         names = [p.strip() for p in value.split(",") if p.strip()]
         repeated = sorted({n for n in names if names.count(n) > 1})

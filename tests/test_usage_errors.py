@@ -267,3 +267,20 @@ def test_a_method_stored_nowhere_is_refused_once(capsys, monkeypatch, rendered: 
                            "--method", "nosuch")
     assert_one_line(code, err, "no labelling")
     assert "partseg nosuch" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["report", "{ws}", "--out", "{tmp}/r.html", "--convention", "coco"], "--convention"),
+    (["report", "{ws}", "--out", "{tmp}/r.html", "--max-pictures", "-1"], "--max-pictures"),
+    (["show", "{ws}", "--out", "{tmp}/pics", "--view", "99"], "no view 99"),
+])
+def test_report_and_show_refuse_values_they_used_to_pass_over(
+        capsys, monkeypatch, rendered: Path, tmp_path: Path, args: list[str],
+        fragment: str) -> None:
+    """A convention or count `report` cannot use was a page without scores or pictures,
+    exit 0; `show` of a view no shape has added a "pictures in" line to the error."""
+    from test_cli import partseg
+
+    filled = [a.format(ws=rendered, tmp=tmp_path) for a in args]
+    code, _, err = partseg(capsys, monkeypatch, *filled)
+    assert_one_line(code, err, fragment)
