@@ -255,7 +255,7 @@ def _invoke(command: typer.core.TyperGroup, args: list[str]) -> None:
     except batch.Stopped as exc:
         _say(f"partseg: {exc} (stored outputs are kept; rerun to resume)")
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt, EOFError):
+    except (typer.Abort, KeyboardInterrupt):  # an EOFError is a truncated file, not Ctrl-D
         typer.echo("partseg: interrupted (finished outputs are kept; rerun to resume)",
                    err=True)
         sys.exit(130)
@@ -311,10 +311,12 @@ def _load_inputs(inputs: list[Path], work: Path, backend: str | None, points: in
         details = "; ".join(f"{p}: {m}" for p, m in problems[:3])
         raise PartsegError(f"no usable shapes found in {', '.join(map(str, inputs))}"
                            + (f" ({details})" if details else ""))
-    workspace = Workspace.open(work, create=True, backend=backend)
+    workspace = Workspace.open(work, create=True, backend=backend, defer=True)
     report = ingest(workspace, sources, points, seed, force)
     for path, problem in problems:
         report.failed[Path(path).name] = f"{path}: {problem}"
+    if not report.computed and not report.skipped:
+        finish([report])  # nothing loaded: exit 2 here, and a new workspace is not made
     return workspace, sources, report
 
 

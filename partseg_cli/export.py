@@ -19,8 +19,6 @@ Per shape, under ``OUT/<shape_id>/``:
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -128,22 +126,20 @@ def read_label_file(path: Path) -> np.ndarray:
     line. Anything else is an InputError naming ``path``: unreadable data, an archive of
     several arrays, strings, or fractions that a cast would silently truncate (whole
     numbers stored as floats are accepted)."""
-    from .shapes import integer_labels
+    from .shapes import integer_labels, load_numpy
 
-    try:
-        if path.suffix in (".npy", ".npz"):
-            loaded = np.load(path, allow_pickle=False)
-        else:
+    if path.suffix in (".npy", ".npz"):
+        loaded = load_numpy(path)
+    else:
+        try:
             loaded = np.loadtxt(path, dtype=np.float64, ndmin=1)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                arrays = {name: loaded[name] for name in loaded.files}
-            if len(arrays) != 1:
-                raise InputError(path, f"an .npz archive of {len(arrays)} arrays "
-                                       f"{sorted(arrays)}; expected one array of labels")
-            loaded = next(iter(arrays.values()))
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        raise InputError(path, f"not a label file ({first_line(exc)})") from exc
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"not a label file ({first_line(exc)})") from exc
+    if isinstance(loaded, dict):
+        if len(loaded) != 1:
+            raise InputError(path, f"an .npz archive of {len(loaded)} arrays "
+                                   f"{sorted(loaded)}; expected one array of labels")
+        loaded = next(iter(loaded.values()))
     return integer_labels(loaded, path)
 
 

@@ -26,6 +26,8 @@ import hashlib
 import json
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -847,16 +849,29 @@ def _read_table(path: Path) -> np.ndarray:
         raise InputError(path, f"cannot read as a numeric table: {error}") from error
 
 
-def _read_numpy_cloud(path: Path) -> _CloudData:
-    """npy: an (N, C) table (see _columns_to_cloud); npz: named arrays."""
+def load_numpy(path: Path) -> np.ndarray | dict[str, np.ndarray]:
+    """The array of a ``.npy`` file or the named arrays of an ``.npz`` archive, by
+    content whatever the file's name, without pickles; InputError naming ``path`` for
+    anything that does not decode. np.load raises EOFError for an empty or truncated
+    file, BadZipFile or zlib.error for a damaged archive (whose arrays are read here, not
+    later), and ValueError or UnpicklingError for others."""
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, pickle.UnpicklingError) as error:
-        raise InputError(path, f"cannot read as numpy data: {error}") from error
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            pickle.UnpicklingError) as error:
+        raise InputError(path, f"cannot read as numpy data: {first_line(error)}") from error
+
+
+def _read_numpy_cloud(path: Path) -> _CloudData:
+    """npy: an (N, C) table (see _columns_to_cloud); npz: named arrays."""
+    loaded = load_numpy(path)
     if isinstance(loaded, np.ndarray):
         return _columns_to_cloud(loaded, path)
-    with loaded:
-        arrays = {k.lower(): loaded[k] for k in loaded.files}
+    arrays = {k.lower(): v for k, v in loaded.items()}
 
     def pick(*keys: str) -> np.ndarray | None:
         return next((arrays[k] for k in keys if k in arrays), None)

@@ -234,13 +234,18 @@ class Workspace:
         self.tmp_root = root / ".tmp"
         # artifact path -> write id a skip check saw (None: absent), see `_commit`
         self._seen: dict[Path, str | None] = {}
+        self._deferred = False  # opened with ``defer``: made on disk at the first write
 
     # --- opening ----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | Path, create: bool = False, backend: str | None = None
-             ) -> Workspace:
+    def open(cls, root: str | Path, create: bool = False, backend: str | None = None,
+             defer: bool = False) -> Workspace:
         """Open a workspace; with ``create`` make it if missing.
+
+        With ``defer`` a missing workspace is checked (backend, folder) but made only
+        at its first write: input of which nothing loads leaves no empty workspace
+        behind. Until then it reads as an empty workspace.
 
         ``backend`` applies to a new workspace; an existing one keeps its own and
         asking for the other one is an error. Creation is idempotent and safe when many
@@ -262,6 +267,14 @@ class Workspace:
                                  f"{', '.join(BACKENDS)}")
             if root.exists() and not root.is_dir():
                 raise StoreError(f"{root}: exists and is not a folder")
+            if defer:
+                if root.is_dir() and any(p.name not in (".tmp", MANIFEST)
+                                         for p in root.iterdir()):
+                    raise StoreError(f"{root}: folder is not empty and not a partseg "
+                                     "workspace")
+                workspace = cls(root, chosen)
+                workspace._deferred = True
+                return workspace
             with _writing(root):
                 (root / ".tmp").mkdir(parents=True, exist_ok=True)
                 strangers = [p for p in root.iterdir() if p.name not in (".tmp", MANIFEST)]
@@ -277,6 +290,13 @@ class Workspace:
             workspace.tmp_root.mkdir(exist_ok=True)
             workspace._clean_stale_tmp()
         return workspace
+
+    def _materialise(self) -> None:
+        """Make a workspace opened with ``defer`` on disk (as `open` with ``create``; a
+        process that made it meanwhile wins, and a different backend is refused)."""
+        if self._deferred:
+            Workspace.open(self.root, create=True, backend=self.backend_name)
+            self._deferred = False
 
     def _create_manifest(self, manifest: Path, backend: str) -> None:
         tmp = self.tmp_root / self._tmp_name("m")
@@ -460,6 +480,7 @@ class Workspace:
         Each array's checksum is recorded beside it for `read` to verify. A file-system
         failure (read-only folder, full disk) raises WriteError; what was stored before
         is left as it was."""
+        self._materialise()
         if dataclasses.is_dataclass(record):
             arrays, attrs = to_arrays(record)
         else:
@@ -497,6 +518,7 @@ class Workspace:
         the others wait and reuse it. Released when the block ends or the process dies."""
         import fcntl
 
+        self._materialise()
         folder = self.root / ".locks"
         folder.mkdir(exist_ok=True)
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]

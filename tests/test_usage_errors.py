@@ -213,7 +213,7 @@ def _pred_cases(folder: Path) -> dict[str, tuple[Path, str]]:
     cases["npz of two arrays named .npy"] = archive, "an .npz archive of 2 arrays"
     empty = folder / "empty.npy"
     empty.write_bytes(b"")
-    cases["empty"] = empty, "not a label file"
+    cases["empty"] = empty, "cannot read as numpy data"
     return cases
 
 
@@ -284,3 +284,18 @@ def test_report_and_show_refuse_values_they_used_to_pass_over(
     filled = [a.format(ws=rendered, tmp=tmp_path) for a in args]
     code, _, err = partseg(capsys, monkeypatch, *filled)
     assert_one_line(code, err, fragment)
+
+
+@pytest.mark.parametrize("content", [b"", b"OFF\n"])
+def test_input_of_which_nothing_loads_is_exit_2_and_makes_no_workspace(
+        capsys, monkeypatch, tmp_path: Path, content: bytes) -> None:
+    """A zero-byte .npy was reported as Ctrl-C (np.load's EOFError, exit 130); an empty
+    OFF left an empty new workspace behind."""
+    from test_cli import partseg
+
+    for name in ("cloud.npy", "mesh.off"):
+        path = tmp_path / name
+        path.write_bytes(content)
+        code, _, err = partseg(capsys, monkeypatch, "render", path, "--work", tmp_path / "ws")
+        assert_one_line(code, err, str(path))
+        assert not (tmp_path / "ws").exists()
