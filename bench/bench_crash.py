@@ -17,6 +17,7 @@ uninterrupted run's (not bit-identical). The input is tiny (2 toy chairs, 2 view
 Run: python bench/bench_crash.py --random 0                     (the sweep alone)
      python bench/bench_crash.py --no-sweep --random 50          (random kills alone)
      python bench/bench_crash.py --stages render,detect --backends hdf5 --random 0
+     python bench/bench_crash.py --replace --random 0   (killed while replacing outputs)
 """
 
 from __future__ import annotations
@@ -92,10 +93,11 @@ def hooked(real):
         count[0] += 1
         if count[0] == k and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
-        result = real(*args, **kwargs)
-        if count[0] == k and when == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return result
+        try:
+            return real(*args, **kwargs)
+        finally:  # a rename that failed (the target exists) is killed after, too
+            if count[0] == k and when == "after":
+                os.kill(os.getpid(), signal.SIGKILL)
     return call
 for name in ("rename", "replace", "link"):
     setattr(os, name, hooked(getattr(os, name)))
@@ -194,35 +196,43 @@ def compare(work: Path, expected: dict[str, str]) -> tuple[str, str] | None:
 
 
 def references(base: Path, backend: str, stages: list[str]
-               ) -> tuple[list[Path], list[dict[str, str]]]:
-    """An uninterrupted run, stage by stage: the workspace before each stage (a copy)
-    and the digest after it."""
+               ) -> tuple[list[Path], list[Path], list[dict[str, str]]]:
+    """An uninterrupted run, stage by stage: the workspace before and after each stage
+    (copies) and the digest after it."""
     ref = base / f"ref-{backend}"
-    states, expected = [], []
+    before, after, expected = [], [], []
     last = max(list(STAGES).index(name) for name in stages)
     for name in list(STAGES)[: last + 1]:
         if name in stages:
-            states.append(base / f"before-{backend}-{name}")
+            before.append(base / f"before-{backend}-{name}")
             if ref.exists():
-                shutil.copytree(ref, states[-1])
+                shutil.copytree(ref, before[-1])
         result = partseg(fill(STAGES[name], ref, backend))
         assert result.returncode == 0, f"{name}: {result.stderr}"
         if name in stages:
             expected.append(digest(ref)[0])
-    return states, expected
+            after.append(base / f"after-{backend}-{name}")
+            shutil.copytree(ref, after[-1])
+    return before, after, expected
 
 
-def sweep(base: Path, backend: str, stages: list[str], failures: Failures) -> int:
-    """Every stage, every rename, before and after; returns the number of kills."""
-    states, expected = references(base, backend, stages)
+def sweep(base: Path, backend: str, stages: list[str], failures: Failures,
+          replace: bool = False) -> int:
+    """Every stage, every rename, before and after; returns the number of kills. With
+    ``replace`` the killed command is the stage with --force over its own complete
+    output (each commit then moves the old artifact or model aside first)."""
+    befores, afters, expected = references(base, backend, stages)
     kills = 0
-    for name, state, after in zip(stages, states, expected, strict=True):
-        args = STAGES[name]
+    for name, before, done, after in zip(stages, befores, afters, expected, strict=True):
+        args, state = STAGES[name], before
+        killed_args = args
+        if replace:
+            killed_args, state = [*args, "--force"], done
         probe = base / "probe"
         shutil.rmtree(probe, ignore_errors=True)
         if state.exists():
             shutil.copytree(state, probe)
-        result = child(0, "never", fill(args, probe, backend))
+        result = child(0, "never", fill(killed_args, probe, backend))
         assert result.returncode == 0, result.stderr
         renames = int(result.stderr.rsplit("renames=", 1)[1].split()[0])
         problem = compare(probe, after)
@@ -236,8 +246,8 @@ def sweep(base: Path, backend: str, stages: list[str], failures: Failures) -> in
                 shutil.rmtree(work, ignore_errors=True)
                 if state.exists():
                     shutil.copytree(state, work)
-                where = f"{backend} {name} rename {k}/{renames} {when}"
-                killed = child(k, when, fill(args, work, backend))
+                where = f"{backend} {name}{' --force' * replace} rename {k}/{renames} {when}"
+                killed = child(k, when, fill(killed_args, work, backend))
                 if killed.returncode != -signal.SIGKILL:
                     failures.add("not-killed", f"{where}: exit {killed.returncode}: "
                                  f"{killed.stderr.strip()[-200:]}")
@@ -245,8 +255,9 @@ def sweep(base: Path, backend: str, stages: list[str], failures: Failures) -> in
                 problem = rerun(work, args, backend, after)
                 if problem:
                     failures.add(problem[0], f"{where}: {problem[1]}")
-        print(f"{backend} {name}: {renames} renames, {2 * renames} kills, "
-              f"{len(failures) - failed} failed ({time.time() - begun:.0f} s)", flush=True)
+        print(f"{backend} {name}{' --force' * replace}: {renames} renames, {2 * renames} "
+              f"kills, {len(failures) - failed} failed ({time.time() - begun:.0f} s)",
+              flush=True)
     return kills
 
 
@@ -307,6 +318,9 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"stages to sweep (of {', '.join(STAGES)})")
     parser.add_argument("--no-sweep", action="store_true", help="random kills only")
+    parser.add_argument("--replace", action="store_true",
+                        help="sweep each stage run with --force over its own output "
+                        "(commits that replace), not on a workspace without it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill times")
     args = parser.parse_args()
     backends, stages = args.backends.split(","), args.stages.split(",")
@@ -316,12 +330,14 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="crash_"))
     failures = Failures()
     start = time.time()
-    kills = 0 if args.no_sweep else sum(sweep(base, b, stages, failures) for b in backends)
+    kills = 0 if args.no_sweep else sum(sweep(base, b, stages, failures, args.replace)
+                                        for b in backends)
     if args.random:
         random_kills(base, args.random, backends, failures, args.seed)
     print("\n".join(failures.lines[:30]))
-    print(f"crash-point sweep: {kills} kills at renames ({','.join(stages) if kills else '-'};"
-          f" {args.backends}), {args.random} random kill -9 of `run`; {len(failures)} "
+    swept = f"{','.join(stages)}{' --force' * args.replace}" if kills else "-"
+    print(f"crash-point sweep: {kills} kills at renames ({swept}; {args.backends}), "
+          f"{args.random} random kill -9 of `run`; {len(failures)} "
           f"failed ({failures.summary()}); {time.time() - start:.0f} s")
     shutil.rmtree(base, ignore_errors=True)
     sys.exit(1 if failures else 0)
