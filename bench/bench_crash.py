@@ -69,6 +69,7 @@ def stage_commands(size: list[str] = TINY) -> dict[str, list[str]]:
 
 
 STAGES = stage_commands()
+TIMING = "train_seconds"  # a saved model's measured wall-clock time, as meta records it
 # A whole `run` for the random kills (render ... vote, sam-refine and distill included).
 RUN = ["run", *CHAIRS, "--work", "{w}", *TINY, "--backend", "{b}", *TEACHER,
        "--sam", "sam-oracle", "--distill", "tta"]
@@ -130,8 +131,9 @@ def partseg(args: list[str], threads: str | None = "1") -> subprocess.CompletedP
 def digest(work: Path) -> tuple[dict[str, str], list[str]]:
     """Per stored stage (over every shape and collection) and per saved model folder, a
     hash of what a run leaves: each artifact's key, record attributes and array bytes
-    (not the write's id and time), each model's files. Also the artifacts that fail
-    their checksums on read (corrupt)."""
+    (not the write's id and time), each model's weights and model.json (not its
+    measured training time). Also the artifacts that fail their checksums on read
+    (corrupt)."""
     workspace = Workspace.open(work)
     hashes: dict[str, hashlib._Hash] = {}
     corrupt: list[str] = []
@@ -157,8 +159,11 @@ def digest(work: Path) -> tuple[dict[str, str], list[str]]:
         if folder.name.startswith("."):
             continue  # a save's temporary or old copy, never read
         h = hashes.setdefault(f"model:{folder.relative_to(work)}", hashlib.sha256())
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p != model):
             h.update(path.name.encode() + path.read_bytes())
+        document = json.loads(model.read_text())
+        document.get("meta", {}).pop(TIMING, None)
+        h.update(json.dumps(document, sort_keys=True).encode())
     return {name: h.hexdigest() for name, h in sorted(hashes.items())}, corrupt
 
 
