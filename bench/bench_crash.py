@@ -23,6 +23,7 @@ Run: python bench/bench_crash.py --random 0                     (the sweep alone
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -32,7 +33,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -175,12 +178,14 @@ class Failures:
     """Failed trials by kind: rerun (exit non-zero), corrupt, differ, not-killed."""
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()  # trials run in threads (--jobs)
         self.lines: list[str] = []
         self.kinds: dict[str, int] = {"rerun": 0, "corrupt": 0, "differ": 0, "not-killed": 0}
 
     def add(self, kind: str, line: str) -> None:
-        self.kinds[kind] += 1
-        self.lines.append(f"{kind}: {line}")
+        with self.lock:
+            self.kinds[kind] += 1
+            self.lines.append(f"{kind}: {line}")
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -222,7 +227,7 @@ def references(base: Path, backend: str, stages: list[str]
 
 
 def sweep(base: Path, backend: str, stages: list[str], failures: Failures,
-          replace: bool = False) -> int:
+          replace: bool = False, jobs: int = 1) -> int:
     """Every stage, every rename, before and after; returns the number of kills. With
     ``replace`` the killed command is the stage with --force over its own complete
     output (each commit then moves the old artifact or model aside first)."""
@@ -244,26 +249,39 @@ def sweep(base: Path, backend: str, stages: list[str], failures: Failures,
         if problem:  # the stage itself is not repeatable: every trial would fail
             failures.add(problem[0], f"{backend} {name} uninterrupted: {problem[1]}")
         failed, begun = len(failures), time.time()
-        for k in range(1, renames + 1):
-            for when in ("before", "after"):
-                kills += 1
-                work = base / "trial"
-                shutil.rmtree(work, ignore_errors=True)
-                if state.exists():
-                    shutil.copytree(state, work)
-                where = f"{backend} {name}{' --force' * replace} rename {k}/{renames} {when}"
-                killed = child(k, when, fill(killed_args, work, backend))
-                if killed.returncode != -signal.SIGKILL:
-                    failures.add("not-killed", f"{where}: exit {killed.returncode}: "
-                                 f"{killed.stderr.strip()[-200:]}")
-                    continue
-                problem = rerun(work, args, backend, after)
-                if problem:
-                    failures.add(problem[0], f"{where}: {problem[1]}")
+        points = [(k, when) for k in range(1, renames + 1) for when in ("before", "after")]
+        label = f"{backend} {name}{' --force' * replace} rename {{k}}/{renames} {{when}}"
+        trial = functools.partial(kill_trial, base, backend, state, killed_args, args, after,
+                                  label, failures)
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(trial, points))
+        kills += len(points)
         print(f"{backend} {name}{' --force' * replace}: {renames} renames, {2 * renames} "
               f"kills, {len(failures) - failed} failed ({time.time() - begun:.0f} s)",
               flush=True)
     return kills
+
+
+def kill_trial(base: Path, backend: str, state: Path, killed_args: list[str],
+               args: list[str], expected: dict[str, str], label: str, failures: Failures,
+               point: tuple[int, str]) -> None:
+    """From a copy of ``state``: run ``killed_args`` killed at ``point`` (rename number,
+    before/after), then rerun ``args``; a failure is added under ``label``."""
+    k, when = point
+    work = base / f"trial-{k}-{when}"
+    shutil.rmtree(work, ignore_errors=True)
+    if state.exists():
+        shutil.copytree(state, work)
+    where = label.format(k=k, when=when)
+    killed = child(k, when, fill(killed_args, work, backend))
+    if killed.returncode != -signal.SIGKILL:
+        failures.add("not-killed", f"{where}: exit {killed.returncode}: "
+                     f"{killed.stderr.strip()[-200:]}")
+    else:
+        problem = rerun(work, args, backend, expected)
+        if problem:
+            failures.add(problem[0], f"{where}: {problem[1]}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def rerun(work: Path, args: list[str], backend: str, expected: dict[str, str]
@@ -276,7 +294,7 @@ def rerun(work: Path, args: list[str], backend: str, expected: dict[str, str]
 
 
 def random_kills(base: Path, count: int, backends: list[str], failures: Failures,
-                 seed: int = 0) -> None:
+                 seed: int = 0, jobs: int = 1) -> None:
     """``count`` kill -9 of a whole `run` at a random moment (backends in turn), each
     followed by a rerun that must leave what an uninterrupted `run` leaves."""
     expected, duration = {}, {}
@@ -288,31 +306,37 @@ def random_kills(base: Path, count: int, backends: list[str], failures: Failures
         assert result.returncode == 0, result.stderr
         duration[backend] = time.time() - begun
         expected[backend] = digest(ref)[0]
-    rng = random.Random(seed)
-    start, tried, killed, failed = time.time(), 0, 0, len(failures)
-    while killed < count and tried < 3 * count:
-        backend = backends[killed % len(backends)]
-        work = base / "random"
-        shutil.rmtree(work, ignore_errors=True)
-        delay = rng.uniform(0.1, duration[backend])
-        tried += 1
-        proc = subprocess.Popen([sys.executable, "-m", "partseg_cli.cli",
-                                 *fill(RUN, work, backend)], env=env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            proc.wait(timeout=delay)
-            continue  # finished before the kill (the machine was faster this time)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        killed += 1
+    start, failed = time.time(), len(failures)
+
+    def trial(i: int) -> int:
+        """Kill number ``i``; returns how many runs finished before their kill."""
+        rng, backend, early = random.Random(seed * 100_000 + i), backends[i % len(backends)], 0
+        work = base / f"random-{i}"
+        while True:
+            shutil.rmtree(work, ignore_errors=True)
+            delay = rng.uniform(0.1, duration[backend])
+            proc = subprocess.Popen([sys.executable, "-m", "partseg_cli.cli",
+                                     *fill(RUN, work, backend)], env=env(),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                proc.wait(timeout=delay)
+                early += 1  # finished before the kill (the machine was faster this time)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
         problem = rerun(work, RUN, backend, expected[backend])
         if problem:
-            failures.add(problem[0], f"random kill {killed} ({backend}) at {delay:.1f} s: "
+            failures.add(problem[0], f"random kill {i} ({backend}) at {delay:.1f} s: "
                          f"{problem[1]}")
+        shutil.rmtree(work, ignore_errors=True)
+        return early
+
+    with ThreadPoolExecutor(jobs) as pool:
+        early = sum(pool.map(trial, range(count)))
     took = ", ".join(f"{b} {d:.0f} s" for b, d in duration.items())
-    print(f"random kill -9 of `run`: {killed} killed ({tried - killed} more finished before "
-          f"their kill; an uninterrupted run takes {took}), {len(failures) - failed} failed "
+    print(f"random kill -9 of `run`: {count} killed ({early} more finished before their "
+          f"kill; an uninterrupted run takes {took}), {len(failures) - failed} failed "
           f"({time.time() - start:.0f} s)", flush=True)
 
 
@@ -327,6 +351,7 @@ def main() -> None:
                         help="sweep each stage run with --force over its own output "
                         "(commits that replace), not on a workspace without it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill times")
+    parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
     args = parser.parse_args()
     backends, stages = args.backends.split(","), args.stages.split(",")
     unknown = sorted(set(stages) - set(STAGES))
@@ -335,10 +360,10 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="crash_"))
     failures = Failures()
     start = time.time()
-    kills = 0 if args.no_sweep else sum(sweep(base, b, stages, failures, args.replace)
-                                        for b in backends)
+    kills = 0 if args.no_sweep else sum(sweep(base, b, stages, failures, args.replace,
+                                              args.jobs) for b in backends)
     if args.random:
-        random_kills(base, args.random, backends, failures, args.seed)
+        random_kills(base, args.random, backends, failures, args.seed, args.jobs)
     print("\n".join(failures.lines[:30]))
     swept = f"{','.join(stages)}{' --force' * args.replace}" if kills else "-"
     print(f"crash-point sweep: {kills} kills at renames ({swept}; {args.backends}), "
