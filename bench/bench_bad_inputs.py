@@ -244,7 +244,7 @@ def cases(d: Path, w: Path, f: dict[str, Path], root_ok: bool) -> list[Case]:
         on_w("unknown --bd-weighting", "distill", str(w), "--bd-weighting", "mean"),
         on_w("--tau negative", "distill", str(w), "--tau", "-1"),
         on_w("--device cuda:7 without a GPU", "distill", str(w), "--device", "cuda:7"),
-        on_w("--epochs negative", "rescore", str(w), "--epochs", "-1"),
+        on_w("an option it does not have", "rescore", str(w), "--epochs", "-1"),
         on_w("unknown --method", "adapt", str(w), "--method", "magic"),
         on_w("--epochs 0", "adapt", str(w), "--epochs", "0", "--train-ids", "*"),
         on_w("--apply a file of random bytes", "adapt", str(w), "--method", "bipart",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import PartsegError, WriteError, os_error_line
@@ -31,7 +31,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         where = path if named is None or str(named) == str(tmp) else named
         raise WriteError(f"cannot write {os_error_line(exc, where)}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        # on a read-only file system the unlink of the never-made file fails too (EROFS,
+        # not "missing"), and would replace the WriteError naming ``path``
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> Path:

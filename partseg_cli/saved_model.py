@@ -185,9 +185,11 @@ def load_state_dict_file(path: Path, what: str, device: str = "cpu") -> dict[str
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ModelError(f"{path}: not {what}: it holds objects other than tensors "
-                         "(loading it would run code); save the weights with "
-                         "torch.save(model.state_dict(), path)") from err
+        # torch's weights-only reader stops at the first thing that is not a tensor file's:
+        # random bytes and a pickle of objects look alike to it (and neither is run)
+        raise ModelError(f"{path}: not {what}: not a file of tensors written by torch.save "
+                         "(anything else, a pickle of objects included, is refused "
+                         "unread)") from err
     except Exception as err:  # whatever torch raises for a damaged or foreign file
         reason = first_line(err).split(". ")[0]
         detail = type(err).__name__ + (f": {reason}" if reason != type(err).__name__ else "")

@@ -165,7 +165,7 @@ def test_a_pickle_of_objects_as_checkpoint_is_one_line_and_runs_nothing(
         pickle.dump(_Touch(str(ran)), handle, protocol=4)
     code, _, err = partseg(capsys, monkeypatch, "distill", rendered, "--encoder", "pointnet",
                            "--encoder-checkpoint", checkpoint)
-    assert_one_line(code, err, str(checkpoint), "objects other than tensors")
+    assert_one_line(code, err, str(checkpoint), "refused unread")
     assert not ran.exists()
 
 
@@ -299,3 +299,24 @@ def test_input_of_which_nothing_loads_is_exit_2_and_makes_no_workspace(
         code, _, err = partseg(capsys, monkeypatch, "render", path, "--work", tmp_path / "ws")
         assert_one_line(code, err, str(path))
         assert not (tmp_path / "ws").exists()
+
+
+def test_a_report_into_a_read_only_folder_names_the_report(tmp_path: Path) -> None:
+    """The clean-up of the never-made temporary file failed too (EROFS) and replaced the
+    error naming the report with one naming a hidden .tmp file."""
+    import errno
+
+    from partseg_cli.atomic import write_text
+    from partseg_cli.errors import WriteError
+
+    target = tmp_path / "r.json"
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "write_text", read_only)
+        patch.setattr(Path, "unlink", read_only)
+        with pytest.raises(WriteError, match=f"cannot write {target}: the file system is "
+                                             "read-only"):
+            write_text(target, "{}")
