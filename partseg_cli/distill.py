@@ -635,6 +635,7 @@ def feature_pool_size(n_shapes: int, feature_dim: int, config: DistillConfig) ->
     return int(max(config.n_sample, min(config.feature_pool, budget)))
 
 
+@single_threaded
 def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
                   config: DistillConfig,
                   labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
@@ -646,7 +647,9 @@ def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n
     x cross-entropy. Frozen features are computed once per shape and kept for
     `feature_pool_size` points (float16); each step samples ``n_sample`` of them per
     shape, so a step's cost does not grow with the shapes' size, and an epoch
-    (`pre_steps_per_epoch`) visits every shape once. The last state is kept.
+    (`pre_steps_per_epoch`) visits every shape once. The last state is kept. Runs on one
+    torch thread (`single_threaded`): repeatable, and on a loaded shared machine two
+    threads that wait on each other made a step 8x slower (1.6 s against 0.2 s).
     """
     start = time.perf_counter()
     labelled = list(labelled or [])
@@ -688,6 +691,7 @@ def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n
                           steps * config.epochs, time.perf_counter() - start)
 
 
+@single_threaded
 def apply_student(student: Student, shape: PointCloudLike,
                   units: KnowledgeUnits | None = None, trained: TrainedStudent | None = None,
                   index: int | None = None) -> DistillResult:
@@ -711,7 +715,6 @@ def apply_student(student: Student, shape: PointCloudLike,
                          units is not None and not _usable(units))
 
 
-@single_threaded
 def distill_pre(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n_parts: int,
                 config: DistillConfig,
                 labelled: Sequence[tuple[PointCloudLike, np.ndarray]] | None = None,
