@@ -21,7 +21,7 @@ class Seen(Exception):
     pass
 
 
-@pytest.mark.parametrize("entry", ["distill_tta", "distill_pre"])
+@pytest.mark.parametrize("entry", ["distill_tta", "train_student", "apply_student"])
 def test_the_student_runs_on_one_thread_and_restores_the_setting(monkeypatch,
                                                                  entry: str) -> None:
     torch = pytest.importorskip("torch")
@@ -90,3 +90,35 @@ def test_torch_stages_store_equal_bytes_twice_on_two_threads(capsys, monkeypatch
         torch.set_num_threads(before)
     assert outputs[0].keys() == outputs[1].keys() and len(outputs[0]) > 2
     assert [k for k in outputs[0] if outputs[0][k] != outputs[1][k]] == []
+
+
+def test_pre_alignment_trains_and_applies_on_one_thread(monkeypatch):
+    # The stage calls train_student / apply_student directly (not distill_pre): both must
+    # be repeatable, which needs one thread, and leave the caller's thread count alone.
+    import torch
+
+    from partseg_cli.distill import DistillConfig, PointCloud, apply_student, train_student
+    from partseg_cli.models.student import Head
+    from partseg_cli.records import KnowledgeUnits
+
+    seen = []
+    forward = Head.forward
+    monkeypatch.setattr(Head, "forward",
+                        lambda self, f: (seen.append(torch.get_num_threads()), forward(self, f))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(0)
+        pts = rng.normal(size=(600, 3)).astype(np.float32)
+        shape = PointCloud(pts, np.zeros_like(pts), np.full_like(pts, 0.5))
+        masks = np.stack([pts[:, 0] < 0, pts[:, 0] >= 0])
+        units = KnowledgeUnits(np.array([0, 1], np.int32), masks, np.ones(2, np.float32),
+                               np.zeros(2, np.int32), np.arange(2, dtype=np.int32))
+        trained = train_student([(shape, units)], 2,
+                                DistillConfig(mode="pre", device="cpu", epochs=2, n_sample=256,
+                                              backward=False))
+        apply_student(trained.student, shape)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -390,26 +390,3 @@ def test_dgcnn_student_learns_and_round_trips_through_its_folder(tmp_path):
     assert loaded.student.encoder.trainable and loaded.part_names == ["left", "right"]
     np.testing.assert_allclose(loaded.student.predict(shapes[0][0]), probs, atol=1e-5)
 
-
-def test_pre_alignment_trains_and_applies_on_one_thread(monkeypatch):
-    # The stage calls train_student / apply_student directly (not distill_pre): both must
-    # be repeatable, which needs one thread, and leave the caller's thread count alone.
-    from partseg_cli.distill import apply_student, train_student
-    from partseg_cli.models.student import Head
-
-    seen = []
-    forward = Head.forward
-    monkeypatch.setattr(Head, "forward",
-                        lambda self, f: (seen.append(torch.get_num_threads()), forward(self, f))[1])
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        shape, _ = two_clusters(600)
-        trained = train_student([(shape, partial_units(600))], 2,
-                                DistillConfig(mode="pre", device="cpu", epochs=2, n_sample=256,
-                                              backward=False))
-        apply_student(trained.student, shape)
-        assert seen and set(seen) == {1}
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
