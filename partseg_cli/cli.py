@@ -1025,6 +1025,10 @@ def distill(
         help="Test-time alignment: optimiser steps per epoch; pre-alignment: at least "
              "this many per epoch (an epoch is one pass over the shapes in batches of "
              "16; 1 is the reference's pass alone).")] = 3,
+    feature_copies: Annotated[int, typer.Option(
+        help="Pre-alignment with a frozen encoder: augmented copies of each training "
+             "shape (the reference's scale, shift, jitter), encoded once and trained on "
+             "beside it; 0: none (the frozen features of the shapes only).")] = 0,
     train_ids: Annotated[list[str] | None, typer.Option(
         "--train-ids", help="Pre-alignment on these shapes only (ids or globs; "
         "repeatable): the student is saved (--student) and labels the selected shapes "
@@ -1061,7 +1065,7 @@ def distill(
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
                              bd_weighting, seed, device, normalise=normalise,
                              tau_mode=tau_mode, bd_latest=bd_latest, lr_schedule=lr_schedule,
-                             steps_per_epoch=steps_per_epoch)
+                             steps_per_epoch=steps_per_epoch, feature_copies=feature_copies)
     reports = stage.run(workspace, ids, config, force, output=output, labels=labels,
                         train_ids=train_ids, student=student, collection_ids=everything)
     if png:

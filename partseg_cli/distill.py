@@ -154,6 +154,11 @@ class DistillConfig:
     feature_budget_mb: float = 1024.0
     """Pre-alignment: memory for the kept features of the whole collection; large
     collections keep fewer points per shape (`feature_pool_size`)."""
+    feature_copies: int = 0
+    """Pre-alignment with a frozen encoder: augmented copies (reference scale, shift,
+    jitter) of each training shape, encoded once and trained on beside the shape, so
+    the head cannot memorise the exact positions of a few shapes; an epoch visits every
+    copy (steps and encoding grow (1 + copies) x). 0: the un-augmented shapes only."""
     fewshot_weight: float = 1.0
     """Weight of the cross-entropy on labelled (few-shot) shapes."""
     seed: int = 0
@@ -345,6 +350,17 @@ def augment(points: torch.Tensor, config: DistillConfig,
                                                 dtype=dt)).clamp(-config.jitter_clip,
                                                                  config.jitter_clip)
     return points * scale + shift + jitter
+
+
+def _augmented_copy(shape: PointCloudLike, config: DistillConfig,
+                    generator: torch.Generator) -> PointCloud:
+    """``shape`` with `augment`ed points (same order, so its units still apply)."""
+    import torch
+
+    points = augment(torch.as_tensor(np.asarray(shape.points, np.float32),
+                                     device=generator.device), config, generator)
+    return PointCloud(points.cpu().numpy(), np.asarray(shape.normals, np.float32),
+                      np.asarray(shape.colors, np.float32))
 
 
 def _check_units(units: KnowledgeUnits, n_points: int, n_parts: int) -> None:
@@ -542,6 +558,8 @@ def check_config(config: DistillConfig) -> None:
         if value not in allowed:
             raise PartsegError(f"--{name.replace('_', '-')}: choose {' or '.join(allowed)}, "
                                f"not {value!r}")
+    if config.feature_copies < 0:
+        raise PartsegError(f"--feature-copies: 0 or more, not {config.feature_copies}")
     if config.bd_latest is not None and not 0 < config.bd_latest <= 1:
         raise PartsegError(f"--bd-latest: a fraction of the epochs in (0, 1] or 'none', "
                            f"not {config.bd_latest}")
@@ -673,10 +691,14 @@ def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n
                       stacklevel=2)
     empty = KnowledgeUnits(np.zeros(0, np.int32), np.zeros((0, 0), bool), np.zeros(0, np.float32),
                            np.zeros(0, np.int32), np.zeros(0, np.int32))
-    n_items = len(collection) + len(labelled)
+    # Copies follow the originals, so items[:len(collection)] are the collection's shapes.
+    copies = [] if encoder.trainable else [
+        (_augmented_copy(s, config, gen), u) for _ in range(config.feature_copies)
+        for s, u in collection]
+    n_items = len(collection) + len(copies) + len(labelled)
     pool = feature_pool_size(n_items, encoder.out_dim, config)
     items = [_make_item(student, s, u, None, pool, rng, True, config.n_sample)
-             for s, u in collection]
+             for s, u in [*collection, *copies]]
     items += [_make_item(student, s, empty, np.asarray(g), pool, rng, True, config.n_sample)
               for s, g in labelled]
     _set_normalisation(student, items)

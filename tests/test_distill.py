@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ from partseg_cli.distill import (
     rescore_units,
 )
 from partseg_cli.encoders import PointNetEncoder, build_encoder
-from partseg_cli.errors import InputError, ModelError
+from partseg_cli.errors import InputError, ModelError, PartsegError
 from partseg_cli.records import KnowledgeUnits
 
 
@@ -390,3 +391,20 @@ def test_dgcnn_student_learns_and_round_trips_through_its_folder(tmp_path):
     assert loaded.student.encoder.trainable and loaded.part_names == ["left", "right"]
     np.testing.assert_allclose(loaded.student.predict(shapes[0][0]), probs, atol=1e-5)
 
+
+
+def test_feature_copies_train_on_augmented_shapes_and_keep_the_collection_order():
+    from partseg_cli.distill import train_student
+
+    shapes = [two_clusters(600, seed) for seed in range(2)]
+    config = DistillConfig(mode="pre", device="cpu", epochs=3, n_sample=256, batch_size=2,
+                           steps_per_epoch=1, feature_copies=2)
+    trained = train_student([(s, partial_units(600)) for s, _ in shapes], 2, config)
+    assert trained.steps == 3 * 3  # 6 items (2 shapes + 4 copies), 2 per step
+    assert len(trained.rescored) == 2 and all(len(r) == 3 for r in trained.rescored)
+    plain = train_student([(s, partial_units(600)) for s, _ in shapes], 2,
+                          dataclasses.replace(config, feature_copies=0))
+    assert plain.steps == 3 and plain.losses != trained.losses
+    with pytest.raises(PartsegError, match="feature-copies"):
+        train_student([(s, partial_units(600)) for s, _ in shapes], 2,
+                      dataclasses.replace(config, feature_copies=-1))
