@@ -72,7 +72,8 @@ def stage_commands(size: list[str] = TINY) -> dict[str, list[str]]:
 
 
 STAGES = stage_commands()
-TIMING = "train_seconds"  # a saved model's measured wall-clock time, as meta records it
+# a saved model's measurements of its training run (wall-clock time, peak memory)
+MEASURED = ("train_seconds", "peak_rss_mb")
 # A whole `run` for the random kills (render ... vote, sam-refine and distill included).
 RUN = ["run", *CHAIRS, "--work", "{w}", *TINY, "--backend", "{b}", *TEACHER,
        "--sam", "sam-oracle", "--distill", "tta"]
@@ -135,7 +136,7 @@ def digest(work: Path) -> tuple[dict[str, str], list[str]]:
     """Per stored stage (over every shape and collection) and per saved model folder, a
     hash of what a run leaves: each artifact's key, record attributes and array bytes
     (not the write's id and time), each model's weights and model.json (not its
-    measured training time). Also the artifacts that fail their checksums on read
+    training run's measured time and memory). Also the artifacts that fail their checksums on read
     (corrupt)."""
     workspace = Workspace.open(work)
     hashes: dict[str, hashlib._Hash] = {}
@@ -165,7 +166,8 @@ def digest(work: Path) -> tuple[dict[str, str], list[str]]:
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p != model):
             h.update(path.name.encode() + path.read_bytes())
         document = json.loads(model.read_text())
-        document.get("meta", {}).pop(TIMING, None)
+        for name in MEASURED:
+            document.get("meta", {}).pop(name, None)
         h.update(json.dumps(document, sort_keys=True).encode())
     return {name: h.hexdigest() for name, h in sorted(hashes.items())}, corrupt
 
