@@ -26,6 +26,7 @@ labeleddb (or a folder) is the shared test data: report only, never tune on it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -127,13 +128,17 @@ def box_diagnostics(work: Workspace, ids: list[str]) -> dict[str, float]:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    types = {f.name: f.type for f in fields(train_teacher.TrainTeacherConfig)}
+    """key=value TrainTeacherConfig overrides; "none" for an optional field's None."""
+    types = {f.name: str(f.type) for f in fields(train_teacher.TrainTeacherConfig)}
     out = {}
     for item in items:
         key, value = item.split("=", 1)
+        kind = types[key].removesuffix(" | None")
+        if types[key] != kind and value.lower() == "none":
+            out[key] = None
+            continue
         out[key] = {"int": int, "float": float,
-                    "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(
-            str(types[key]), str)(value)
+                    "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(kind, str)(value)
     return out
 
 
@@ -174,6 +179,8 @@ def main() -> None:
         model = args.work / "models" / category
         train_teacher.run(work, [s.shape_id for s in train], config, model, force=True)
         train_s, train_cpu = time.perf_counter() - started, time.process_time() - cpu
+        meta = json.loads((model / "model.json").read_text())["meta"]
+        losses = " ".join(f"{r['final_loss']:.3f}" for r in meta["restarts"])
         prepare(work, test, args)
         test_ids = [s.shape_id for s in test]
         boxes, box_s, box_cpu = score(work, test_ids, "trained", model)
@@ -182,7 +189,9 @@ def main() -> None:
         rows.append((boxes, pixels))
         print(f"{category:<10} train {len(train)} x {args.views} views: {train_s:6.1f} s "
               f"wall, {train_cpu:6.1f} s CPU (render {render_s:5.1f} s; load "
-              f"{load_before:.1f}-{os.getloadavg()[0]:.1f}) | held-out {len(test)}: 2D mIoU "
+              f"{load_before:.1f}-{os.getloadavg()[0]:.1f}; {meta['epochs_trained']} epochs, "
+              f"losses {losses}) | "
+              f"held-out {len(test)}: 2D mIoU "
               f"boxes {100 * boxes:5.1f}  pixels {100 * pixels:5.1f} | detect s/shape wall "
               f"{box_s:.2f} CPU {box_cpu:.2f} (pixels {pixel_s:.2f} / {pixel_cpu:.2f}) | "
               + " ".join(f"{k} {v:.2f}" for k, v in diagnostics.items()), flush=True)

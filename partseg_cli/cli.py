@@ -1262,6 +1262,18 @@ def train_teacher(
                                         "schedule; the last state is saved).")] = 40,
     batch_size: Annotated[int, typer.Option(help="Views per training step.")] = 8,
     lr: Lr = 2e-3,
+    restarts: Annotated[int, typer.Option(help="Train this many times (seeds SEED, "
+                                          "SEED+1, ...) and keep the run with the lowest "
+                                          "final training loss.")] = 4,
+    target_miou: Annotated[float | None, typer.Option(
+        help="Calibrate instead of doing the best one can: hold folds of the training "
+        "shapes out in turn, find the epoch at which their box 2D mIoU first reaches this "
+        "value (e.g. 0.5, GLIP's band), and stop the final training there. For a teacher "
+        "used as a measuring instrument (the benchmarks' 0.5), not for the best teacher.",
+        show_default=False)] = None,
+    calibration_folds: Annotated[int, typer.Option(
+        help="Folds of the training shapes for --target-miou (shape i is in fold i mod "
+        "N).")] = 2,
     backend: Backend = None,
     seed: Seed = 0,
     device: Device = "auto",
@@ -1278,7 +1290,9 @@ def train_teacher(
 
     config = stage.TrainTeacherConfig(input_size=input_size, width=width, levels=levels,
                                       crop=crop, epochs=epochs, batch_size=batch_size, lr=lr,
-                                      seed=seed, device=resolve_device(device))
+                                      restarts=restarts, target_miou=target_miou,
+                                      calibration_folds=calibration_folds, seed=seed,
+                                      device=resolve_device(device))
     stage.check_config(config)
     stage.check_out(out)
     work = work if work is not None else out.with_name(out.name + ".work")

@@ -32,6 +32,9 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "max_pictures": (0, None, True),  # 0: scores and the list of shapes, no pictures
     "threshold": (0, None, True),  # above 1 is allowed: "label nothing"
     "whole_object_fraction": (0, 1, False),
+    "restarts": (1, None, True),
+    "target_miou": (0, 1, False),
+    "calibration_folds": (2, None, True),
 }
 _FLAGS = {"json_out": "--json", "csv_out": "--csv"}
 

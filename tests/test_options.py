@@ -32,6 +32,10 @@ BAD = [
     ("adapt", "--epochs", "0", "must be at least 1"),
     ("show", "--size", "0", "must be at least 1"),
     ("train-teacher", "--epochs", "0", "must be at least 1"),
+    ("train-teacher", "--restarts", "0", "must be at least 1"),
+    ("train-teacher", "--target-miou", "0", "must be more than 0"),
+    ("train-teacher", "--target-miou", "1.5", "must be at most 1"),
+    ("train-teacher", "--calibration-folds", "1", "must be at least 2"),
 ]
 
 

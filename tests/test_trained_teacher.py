@@ -13,16 +13,22 @@ import pytest
 import torch
 import trimesh
 
-from partseg_cli import cli
+from partseg_cli import cli, train_teacher
 from partseg_cli.records import Boxes, PixelMaps, Views
 from partseg_cli.store import Workspace, shape_scope
-from partseg_cli.train_teacher import TrainTeacherConfig, fit, training_pairs, training_targets
+from partseg_cli.train_teacher import (
+    TrainTeacherConfig,
+    fit,
+    fit_restarts,
+    training_pairs,
+    training_targets,
+)
 from partseg_cli.trained_teacher import TrainedTeacher, component_boxes, view_windows
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "toy_chairs"
 TINY = ["--views", "4", "--resolution", "64", "--points", "1500"]
 TINY_NET = ["--input-size", "32", "--width", "8", "--levels", "3", "--epochs", "40",
-            "--batch-size", "4", "--device", "cpu"]
+            "--batch-size", "4", "--restarts", "1", "--device", "cpu"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -198,6 +204,27 @@ def test_training_is_deterministic_and_learns_a_split():
     assert (predicted == targets).float().mean() > 0.9
 
 
+def test_restarts_keep_the_run_with_the_lowest_final_loss():
+    images = torch.ones(4, 3, 16, 16)
+    images[:, :, 4:12, 4:8] = 0.3
+    images[:, :, 4:12, 8:12] = 0.7
+    targets = torch.zeros(4, 16, 16, dtype=torch.int64)
+    targets[:, 4:12, 4:8] = 1
+    targets[:, 4:12, 8:12] = 2
+    config = TrainTeacherConfig(input_size=16, width=4, levels=2, epochs=6, batch_size=2,
+                                lr=1e-2, seed=5, restarts=4)
+    net, losses, runs = fit_restarts(images, targets, 2, config)
+    assert [r["seed"] for r in runs] == [5, 6, 7, 8]
+    finals = [r["final_loss"] for r in runs]
+    assert len(set(finals)) == 4  # the seeds differ, so the choice matters
+    best = runs[int(np.argmin(finals))]
+    assert losses[-1] == min(finals)
+    alone, _ = fit(images, targets, 2, TrainTeacherConfig(
+        input_size=16, width=4, levels=2, epochs=6, batch_size=2, lr=1e-2, seed=best["seed"]))
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, alone.state_dict()[name]), name
+
+
 # --- through the CLI --------------------------------------------------------------------
 
 
@@ -250,6 +277,57 @@ def test_train_detect_evaluate_on_a_held_out_shape(capsys, monkeypatch, t_shapes
     ious = [np.sum((pred == p) & (gt == p) & fg) / np.sum(((pred == p) | (gt == p)) & fg)
             for p in range(2)]
     assert np.mean(ious) > 0.6, ious
+
+
+def test_restarts_are_part_of_the_key_and_recorded(capsys, monkeypatch, t_shapes: Path,
+                                                   tmp_path: Path):
+    out = tmp_path / "restarted"
+    args = ["train-teacher", t_shapes, "--out", out, "--shape-id", "Tee_[01]", *TINY,
+            "--input-size", "32", "--epochs", "3", "--batch-size", "4", "--device", "cpu"]
+    code, _, err = partseg(capsys, monkeypatch, *args, "--restarts", "1")
+    assert code == 0 and "train-teacher: 2 computed" in err, err
+    key = json.loads((out / "model.json").read_text())["key"]
+    code, _, err = partseg(capsys, monkeypatch, *args, "--restarts", "2", "--seed", "4")
+    assert code == 0 and "train-teacher: 2 computed" in err, err  # another key: retrained
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["key"] != key
+    runs = meta["meta"]["restarts"]
+    assert [r["seed"] for r in runs] == [4, 5]
+    assert meta["meta"]["final_loss"] == min(r["final_loss"] for r in runs)
+    assert meta["meta"]["calibration"] is None and meta["meta"]["epochs_trained"] == 3
+
+
+def test_calibration_stops_earlier_for_a_lower_target_on_training_shapes_only(
+        t_shapes: Path, tmp_path: Path, monkeypatch):
+    work = tmp_path / "ws"
+    code, _ = run_cli("render", t_shapes, "--work", work, *TINY)  # all four shapes
+    assert code == 0
+    workspace = Workspace.open(work)
+    read = []
+    for name in ("read_record", "info", "key"):
+        original = getattr(Workspace, name)
+
+        def spy(self, scope, *rest, original=original, **kw):
+            read.append(scope)
+            return original(self, scope, *rest, **kw)
+
+        monkeypatch.setattr(Workspace, name, spy)
+    training = ["Tee_0", "Tee_1", "Tee_2"]
+    trained = {}
+    for target in (0.05, 1.0):
+        config = TrainTeacherConfig(input_size=32, width=8, levels=3, epochs=30, batch_size=4,
+                                    restarts=1, target_miou=target, device="cpu")
+        out = tmp_path / f"target-{target}"
+        train_teacher.run(workspace, training, config, out)
+        trained[target] = json.loads((out / "model.json").read_text())["meta"]
+    assert {str(s) for s in read} <= {str(shape_scope(sid)) for sid in training}
+    low, high = trained[0.05], trained[1.0]
+    assert low["calibration"]["target_miou"] == 0.05
+    assert [f["held_out"] for f in low["calibration"]["folds"]] == [[0, 2], [1]]
+    assert all(f["reached"] for f in low["calibration"]["folds"])
+    assert low["epochs_trained"] == low["calibration"]["epochs"] < 30
+    assert not any(f["reached"] for f in high["calibration"]["folds"])
+    assert high["epochs_trained"] == 30  # never reached: the whole schedule
 
 
 def test_saved_teacher_predicts_the_same_after_loading(t_model: Path, tmp_path: Path):
