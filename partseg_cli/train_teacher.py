@@ -243,17 +243,26 @@ def validation_views(rgb: np.ndarray, labels: np.ndarray, foreground: np.ndarray
 def validation_miou(net: Any, part_names: list[str], config: TrainTeacherConfig,
                     shapes: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
     """Mean over ``shapes`` ((rgb, labels, foreground) from `validation_views`) of the
-    box teacher's confidence-weighted 2D mIoU (teacher_metrics.teacher_miou_2d): what
-    `bench_trained_teacher.py` reports, on the boxes before lifting."""
+    box teacher's confidence-weighted 2D mIoU (teacher_metrics.teacher_miou_2d), what
+    `evaluate --teacher-2d` reports after `backproject`: boxes covering at least its
+    whole-object fraction of their view's object (here its drawn pixels, there its
+    visible points) are dropped first, as lifting drops them."""
     import torch
+
+    from .backproject import BackprojectConfig
 
     teacher = TrainedTeacher(net, part_names, config.input_size, torch.device(config.device),
                              "calibration", "", set(), crop=config.crop)
     values = []
     for rgb, labels, foreground in shapes:
         boxes = teacher.detect(rgb, part_names)
-        values.append(teacher_miou_2d(labels, box_regions(boxes.xyxy, boxes.view, foreground),
-                                      boxes.view, boxes.labels, boxes.confidence,
+        regions = box_regions(boxes.xyxy, boxes.view, foreground)
+        covered = regions.sum(axis=(1, 2))
+        drawn = foreground.sum(axis=(1, 2))[boxes.view]
+        keep = (covered > 0) & (covered < BackprojectConfig.whole_object_fraction
+                                * np.maximum(drawn, 1))
+        values.append(teacher_miou_2d(labels, regions[keep], boxes.view[keep],
+                                      boxes.labels[keep], boxes.confidence[keep],
                                       len(part_names)))
     return float(np.nanmean(values)) if values else math.nan
 
