@@ -1054,6 +1054,10 @@ def distill(
 
     if output != "distill" and not output.startswith("distill."):
         output = f"distill.{output}"
+    from .detect import check_model
+
+    # without --shape the teacher never runs here, and with it detect may be cached
+    check_model(teacher, model, work or (_default_work([shape]) if shape else Path()))
     if shape is not None:
         work = work or _default_work([shape])
         _pipeline([shape], work, teacher, model, parts, None, "none", 10, 800, 10000,

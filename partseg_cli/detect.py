@@ -555,6 +555,37 @@ def load_teacher(name: str, model: str | None = None, device: str = "cpu"
     return builders[name](model or DEFAULT_MODELS[name], torch_device(device))
 
 
+def check_model(teacher: str, model: str | None, root: Path) -> None:
+    """Refuse in one line, without loading anything heavy, a ``--model`` its teacher
+    could not load: a missing or foreign local folder, a trained teacher's folder that
+    is missing, not a teacher or has a damaged weights file. For commands whose stages
+    may all be cached (so that `load_teacher` never runs). A hub id is not checked (that
+    needs the network); the simulated teachers take no model."""
+    from .saved_model import check_weights, read_document, resolve_model_path
+
+    if not model or teacher in SIMULATED_TEACHERS:
+        return
+    if teacher in TRAINED_TEACHERS:
+        from .trained_teacher import KIND
+
+        path = resolve_model_path(model, root)
+        read_document(path, KIND)
+        check_weights(path)
+        return
+    folder = Path(model).expanduser()
+    if teacher not in MODEL_TYPES or not (_looks_like_path(model) or folder.is_dir()):
+        return  # a hub id, or an unknown teacher (which `run` names)
+    if not folder.is_dir():
+        raise ModelError(f"{teacher} model folder {model} "
+                         f"{'is a file' if folder.exists() else 'does not exist'}; pass a "
+                         "folder written by save_pretrained or a Hugging Face model id")
+    found, expected = _folder_model_type(folder), MODEL_TYPES[teacher]
+    if found != expected:
+        held = f"a {found!r} model" if found else "no model (no config.json model_type)"
+        raise ModelError(f"{teacher} model folder {model} holds {held}, not {expected!r}; "
+                         f"pass a {teacher} checkpoint written by save_pretrained")
+
+
 # --- the `detect` stage -------------------------------------------------------------
 
 
@@ -621,6 +652,44 @@ def check_part_names(workspace: Workspace, sources: dict[str, Path], parts: list
     raise PartsegError(f"{what}: no part names to ask the teacher for (unlabelled, and no "
                        "known category); give --parts \"back,seat,leg,arm\" or --category "
                        "with a ShapeNetPart/PartNetE part list, e.g. --category chair")
+
+
+def warn_unmatched_parts(workspace: Workspace, shape_ids: list[str],
+                         parts: list[str] | None) -> None:
+    """One warning line when ``--parts`` and the labelled shapes' ground-truth part names
+    only partly agree. Not an error: `evaluate` scores a ground-truth part never asked
+    for as missed (IoU 0 wherever the shape has it) and a part asked for that no ground
+    truth names as an absent part (see evaluate.py), so the figures stay honest; but a
+    misspelt name would otherwise cost a part's score without a word. The names compared
+    are a shape's own list, which for LabeledDB is its category's (a shape lacking an
+    engine still lists it), so a category's full --parts list draws no warning."""
+    if not parts:
+        return
+    unasked: dict[str, None] = {}  # ordered sets
+    named: set[str] = set()
+    labelled = []
+    for shape_id in shape_ids:
+        scope = shape_scope(shape_id)
+        if "point_labels" not in ((workspace.info(scope, "shape") or {}).get("arrays") or {}):
+            continue  # unlabelled: nothing to compare with
+        names = workspace.read(scope, "shape", names=[]).record_attrs.get("part_names") or []
+        labelled.append(shape_id)
+        named.update(names)
+        unasked.update((n, None) for n in names if n not in parts)
+    unknown = [n for n in parts if n not in named]
+    if not labelled or not (unasked or unknown):
+        return
+    problems = []
+    if unasked:
+        problems.append(f"their ground-truth part(s) {', '.join(unasked)} are not asked for "
+                        "(evaluate scores them as missed)")
+    if unknown:
+        problems.append(f"{', '.join(unknown)} in no ground truth of theirs (scored as "
+                        "absent parts)")
+    shown = ", ".join(labelled[:3]) + (", ..." if len(labelled) > 3 else "")
+    warnings.warn(f"detect: --parts {','.join(parts)} matches only some part names of "
+                  f"{len(labelled)} labelled shape(s) ({shown}): {'; '.join(problems)}",
+                  stacklevel=3)
 
 
 def simulated_ground_truth(workspace: Workspace, shape: Shape,
@@ -713,6 +782,7 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         return teacher.detect(images, part_names, config.prompt, config.threshold,
                               config.batch_size, category)
 
+    warn_unmatched_parts(workspace, shape_ids, config.parts)
     pixel_kind = config.teacher in PIXEL_TEACHERS or config.teacher.endswith("-pixels")
     params["kind"] = "pixels" if pixel_kind else "boxes"
     report = run_per_shape(workspace, "detect", shape_ids, params, ["shape", "render"],

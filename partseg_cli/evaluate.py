@@ -11,6 +11,14 @@ one it follows (see reference-details.md, "Evaluation conventions"):
   truth contains the part; category mIoU = mean over those parts; overall = mean over
   categories.
 
+A part the prediction names but a shape's ground truth does not (its label list lacks
+it: a LabeledDB airplane without engines loaded alone, or `--parts` naming a part the data
+does not have) is scored as a part absent from that shape's ground truth, under either
+convention: "shapenetpart" IoU 0 when any point is predicted as it, else 1; "partnete"
+the shape does not count for it. Either way the points predicted as it are wrong for the
+part they belong to. A ground-truth part the prediction does not name is scored like any
+part never predicted (IoU 0 where the shape has it).
+
 Ground-truth points labelled -1 (unlabelled / "other") are ignored; a prediction of -1 on
 a labelled point counts as wrong. All figures are fractions in [0, 1]; the terminal table
 shows them as percentages with one decimal. Undefined figures are NaN (``null`` in JSON,
@@ -888,7 +896,11 @@ def shape_eval(shape: Shape, labelling: Labelling, derive_instances: bool = True
     """
     if shape.point_labels is None:
         raise PartsegError(f"shape {shape.shape_id}: no ground-truth labels to score against")
+    # a predicted part the ground truth does not name is scored as an absent part (module
+    # docstring), not refused: a LabeledDB airplane loaded without its category's other
+    # shapes lists only its own parts, and "engine" is then asked for but not in its list
     names = list(shape.part_names)
+    names += [n for n in labelling.part_names or [] if n not in names]
     where = f"shape {shape.shape_id} ({labelling.method or 'prediction'})"
     item = ShapeEval(shape.shape_id, shape.category or "(uncategorised)", names,
                      np.asarray(shape.point_labels),

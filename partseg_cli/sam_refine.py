@@ -211,7 +211,20 @@ class GrabCutRefiner(Refiner):
         return mask, (cx0, cy0)
 
 
+def check_checkpoint_file(checkpoint: str) -> Path:
+    """The --checkpoint path, refused in one line naming it unless it is a file."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise ModelError(f"SAM checkpoint {checkpoint} {what}; download one of the "
+                         "official sam_vit_*.pth files from the segment-anything repository")
+    return path
+
+
 def _load_segment_anything(checkpoint: str, model_type: str, device: torch.device) -> Refiner:
+    # the file first: a missing or damaged checkpoint is the user's to fix whatever is
+    # installed, and reading it needs torch only
+    state = load_state_dict_file(check_checkpoint_file(checkpoint), "a SAM checkpoint")
     try:
         from segment_anything import sam_model_registry
     except (ImportError, RuntimeError, OSError) as err:
@@ -225,11 +238,6 @@ def _load_segment_anything(checkpoint: str, model_type: str, device: torch.devic
     if model_type not in sam_model_registry:
         raise ModelError(f"unknown SAM model type {model_type!r}; valid types: "
                          f"{', '.join(sorted(sam_model_registry))}")
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise ModelError(f"SAM checkpoint {checkpoint} does not exist; download one of the "
-                         "official sam_vit_*.pth files from the segment-anything repository")
-    state = load_state_dict_file(path, "a SAM checkpoint")
     sam = sam_model_registry[model_type]()  # built empty; loaded below onto the CPU first
     problem = state_dict_mismatch(sam.state_dict(), state)
     if problem:
@@ -307,6 +315,8 @@ def run(workspace: Workspace, shape_ids: list[str], config: RefineConfig,
         force: bool = False) -> StageReport:
     """Turn every stored box into a SAM mask, stored beside the boxes."""
     refiner = None
+    if config.checkpoint:  # at once, even when every shape is cached under its path
+        check_checkpoint_file(config.checkpoint)
 
     def compute(shape_id: str) -> Masks:
         nonlocal refiner

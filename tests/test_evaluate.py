@@ -583,3 +583,31 @@ def test_map50_with_derived_instances(tmp_path):
     assert report.ap50_part_aware["mean"] == pytest.approx(1.0)
     assert report.ap50_part_agnostic["mean"] == pytest.approx(1.0)
     assert report.derived_instance_shapes == 1 and "derived" in report.table()
+
+
+@pytest.mark.parametrize("predicted", [True, False])
+def test_a_predicted_part_the_ground_truth_lacks_scores_as_absent(predicted):
+    """A LabeledDB airplane without engines, loaded alone, lists only its own parts; a
+    prediction asked for "engine" too is scored, the engine as a part absent from this
+    shape's ground truth: ShapeNetPart IoU 0 if predicted anywhere, else 1; PartNetE
+    does not count the shape for it."""
+    from partseg_cli.evaluate import shape_eval
+    from partseg_cli.records import Labelling, Normalization, Shape
+
+    zeros = np.zeros((4, 3), np.float32)
+    shape = Shape("plane", zeros, zeros, zeros, Normalization(np.zeros(3), 1.0),
+                  part_names=["body", "wing"], category="Airplane",
+                  point_labels=np.array([0, 0, 1, 1], np.int32))
+    # engine, body, wing; point 1 (body) predicted engine when ``predicted``
+    pred = np.array([1, 0 if predicted else 1, 2, 2], np.int32)
+    item = shape_eval(shape, Labelling(point_labels=pred, part_names=["engine", "body", "wing"],
+                                       method="vote"))
+    assert item.part_names == ["body", "wing", "engine"]
+    body = 0.5 if predicted else 1.0
+    ours = evaluate([item], "shapenetpart").domains["points"]
+    assert ours.part_iou["Airplane"] == pytest.approx([body, 1.0, 0.0 if predicted else 1.0])
+    partnete = evaluate([item], "partnete").domains["points"]
+    assert partnete.part_iou["Airplane"][:2] == pytest.approx([body, 1.0])
+    assert math.isnan(partnete.part_iou["Airplane"][2])
+    assert partnete.part_count["Airplane"] == [1, 1, 0]
+    assert partnete.category_miou["Airplane"] == pytest.approx((body + 1.0) / 2)

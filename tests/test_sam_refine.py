@@ -79,9 +79,23 @@ class _TorchvisionForAnotherTorch(types.ModuleType):
 def test_checkpoint_without_segment_anything(tmp_path, monkeypatch, module):
     monkeypatch.setitem(sys.modules, "segment_anything", module)  # None: import fails
     ckpt = tmp_path / "sam_vit_b.pth"
-    ckpt.write_bytes(b"")
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)}, ckpt)
     with pytest.raises(ModelError, match=r"pip install 'partseg\[sam\]'.*DEVELOPERS.md"):
         sam_refine.load_refiner(checkpoint=str(ckpt), model_type="vit_b")
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not a checkpoint"],
+                         ids=["missing", "empty", "garbage"])
+def test_checkpoint_file_checked_before_segment_anything(tmp_path, monkeypatch, content):
+    """A missing or unreadable --checkpoint is named before the missing package: it is
+    the user's to fix whatever is installed."""
+    monkeypatch.setitem(sys.modules, "segment_anything", None)  # the import would fail
+    ckpt = tmp_path / "sam_vit_b.pth"
+    if content is not None:
+        ckpt.write_bytes(content)
+    with pytest.raises(ModelError) as info:
+        sam_refine.load_refiner(checkpoint=str(ckpt), model_type="vit_b")
+    assert str(ckpt) in str(info.value) and "segment_anything" not in str(info.value)
 
 
 def test_bad_model_arguments(tmp_path):

@@ -320,3 +320,53 @@ def test_a_report_into_a_read_only_folder_names_the_report(tmp_path: Path) -> No
         with pytest.raises(WriteError, match=f"cannot write {target}: the file system is "
                                              "read-only"):
             write_text(target, "{}")
+
+
+def test_distill_checks_model_even_when_everything_is_cached(capsys, monkeypatch,
+                                                             tmp_path: Path) -> None:
+    """`distill W --model M` runs no teacher (the stored detections are used), so M was
+    never looked at: a garbage M must still be named, as `detect` would name it."""
+    from test_cli import EXAMPLES, partseg
+
+    work = tmp_path / "ws"
+    code, _, err = partseg(capsys, monkeypatch, "run", EXAMPLES / "Chair" / "chair0.off",
+                           "--work", work, "--teacher", "simulated", *TINY)
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--epochs", "1")
+    assert code == 0, err  # stored: the calls below would be cached
+    missing = tmp_path / "no-such-model"
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--epochs", "1",
+                           "--model", missing)
+    assert_one_line(code, err, str(missing), "does not exist")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "config.json").write_text("{}")
+    for teacher, says in (("owlv2", "holds no model"), ("trained", "not a partseg model")):
+        code, _, err = partseg(capsys, monkeypatch, "distill", work, "--epochs", "1",
+                               "--teacher", teacher, "--model", garbage)
+        assert_one_line(code, err, str(garbage), says)
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, "--epochs", "1",
+                           "--teacher", "simulated", "--model", garbage)
+    assert code == 0, err  # the simulated teacher takes no model, as in `detect`
+
+
+def test_parts_matching_only_some_ground_truth_names_warn_once(capsys, monkeypatch,
+                                                               rendered: Path) -> None:
+    import warnings
+
+    from test_cli import partseg
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
+                               "simulated", "--parts", "back,seat,wheel")
+        assert code == 0, err
+        lines = [str(w.message) for w in caught if "--parts" in str(w.message)]
+        assert len(lines) == 1 and "\n" not in lines[0], lines
+        assert lines[0].startswith("detect: --parts back,seat,wheel")
+        assert "arm, leg are not asked for" in lines[0], lines[0]
+        assert "wheel in no ground truth" in lines[0], lines[0]
+        caught.clear()
+        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
+                               "simulated", "--parts", "arm,back,leg,seat")
+        assert code == 0 and not [w for w in caught if "--parts" in str(w.message)], err
