@@ -26,12 +26,14 @@ setting, and Table 5 (inference time against support size and inner steps).
     python bench/bench_bipart.py                          # dev set, every table
     python bench/bench_bipart.py --data labeleddb         # report on the test set
     python bench/bench_bipart.py --per-category 6 --tables main   # quick
+    python bench/bench_bipart.py --per-category 20 --train 16 --tables table4 --seeds 0 1
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -44,7 +46,7 @@ import torch
 
 from partseg_cli.adapt import bipart
 from partseg_cli.adapt.bipart import BiPartConfig, Prepared
-from partseg_cli.adapt.support import basis_points
+from partseg_cli.adapt.support import SELECTIONS, basis_points
 from partseg_cli.distill import DistillConfig, distill_pre, distill_tta
 from partseg_cli.evaluate import part_ious
 from partseg_cli.records import KnowledgeUnits, Shape
@@ -52,7 +54,7 @@ from partseg_cli.records import KnowledgeUnits, Shape
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DEV_SEEN, DEV_UNSEEN = ("chair", "table"), ("mug", "lamp")
-LDB_SEEN, LDB_UNSEEN = ("Airplane", "Chair"), ("Cup", "Table")
+SHARED_SEEN, SHARED_UNSEEN = ("Chair", "Table"), ("Airplane", "Cup", "Cap")
 
 
 @dataclass
@@ -73,35 +75,59 @@ def dev_samples(category: str, count: int, seed: int, resolution: int) -> list[S
             for item in prepare(category, count, seed, resolution)]
 
 
-def labeleddb_samples(work: Path, per_category: int, resolution: int, seed: int
-                      ) -> dict[str, list[Sample]]:
-    """LabeledDB through the real stages (render, detect --teacher simulated, backproject)."""
-    from partseg_cli import backproject, detect, render
+def shared_samples(work: Path, categories: tuple[str, ...], per_category: int,
+                   resolution: int, seed: int, teacher: str, teacher_train: int,
+                   teacher_options: dict) -> dict[str, list[Sample]]:
+    """The shared data (LabeledDB; ShapeNetPart for Cap) through the real stages: render,
+    detect (the simulated teacher, or ``trained``: `train-teacher` fitted per category on
+    its first ``teacher_train`` shapes, sorted ids, which are then dropped: never scored,
+    never a support or training shape), backproject. Up to ``per_category`` shapes per
+    category after the teacher's."""
+    from partseg_cli import backproject, detect, render, train_teacher
     from partseg_cli.distill import detected_part_names
     from partseg_cli.shapes import discover
     from partseg_cli.store import Workspace, shape_scope
 
-    sources, _ = discover(SHARED / "labeleddb")
+    sources = discover(SHARED / "labeleddb")[0] + discover(SHARED / "shapenetpart")[0]
+    held = teacher_train if teacher == "trained" else 0
     chosen: dict[str, list] = {}
-    for source in sources:
-        if len(chosen.setdefault(source.category, [])) < per_category:
-            chosen[source.category].append(source)
-    flat = [s for group in chosen.values() for s in group]
-    ids = [s.shape_id for s in flat]
+    for source in sorted(sources, key=lambda s: s.shape_id):
+        group = chosen.setdefault(source.category, [])
+        if source.category in categories and len(group) < held + per_category:
+            group.append(source)
+    missing = [c for c in categories if not chosen.get(c)]
+    if missing:
+        raise SystemExit(f"no shared shapes of {', '.join(missing)}")
+    flat = [s for c in categories for s in chosen[c]]
     ws = Workspace.open(work, create=True)
-    render.ingest(ws, flat, 10000, seed)
-    render.run(ws, ids, render.RenderConfig(n_views=10, resolution=resolution, n_points=10000,
-                                            seed=seed))
-    detect.run(ws, ids, detect.DetectConfig(teacher="simulated", seed=seed))
-    backproject.run(ws, ids, backproject.BackprojectConfig())
+    reports = [render.ingest(ws, flat, 10000, seed)]
+    reports.append(render.run(ws, [s.shape_id for s in flat], render.RenderConfig(
+        n_views=10, resolution=resolution, n_points=10000, seed=seed, device="cpu")))
+    kept: dict[str, list[str]] = {}
+    for category in categories:
+        ids = [s.shape_id for s in chosen[category]]
+        kept[category] = ids[held:]
+        if teacher == "trained":
+            model = work / "models" / f"teacher-{category}"
+            reports.append(train_teacher.run(ws, ids[:held], train_teacher.TrainTeacherConfig(
+                **teacher_options), model))
+            config = detect.DetectConfig(teacher="trained", model=str(model))
+        else:
+            config = detect.DetectConfig(teacher="simulated", seed=seed)
+        reports.append(detect.run(ws, kept[category], config))
+    reports.append(backproject.run(ws, [i for c in categories for i in kept[c]],
+                                   backproject.BackprojectConfig()))
+    for report in reports:
+        if report.failed:
+            raise SystemExit(f"{report.stage} failed: {report.failed}")
     out: dict[str, list[Sample]] = {}
-    for category, group in chosen.items():
-        for source in group:
-            scope = shape_scope(source.shape_id)
-            shape = ws.read_record(scope, "shape", Shape)
-            units = ws.read_record(scope, "backproject", KnowledgeUnits)
-            out.setdefault(category, []).append(
-                Sample(shape, units, detected_part_names(ws, source.shape_id), category))
+    for category in categories:
+        for sid in kept[category]:
+            scope = shape_scope(sid)
+            out.setdefault(category, []).append(Sample(
+                ws.read_record(scope, "shape", Shape),
+                ws.read_record(scope, "backproject", KnowledgeUnits),
+                detected_part_names(ws, sid), category))
     return out
 
 
@@ -119,6 +145,7 @@ class Bench:
     def __init__(self, splits: dict[str, tuple[list[Sample], list[Sample]]]):
         self.splits = splits
         self.cache: dict[tuple, Prepared] = {}
+        self.trained: dict[tuple, tuple] = {}
 
     def prepared(self, sample: Sample, config: BiPartConfig, fresh: bool = False) -> Prepared:
         """The shape encoded for ``config``; ``fresh`` encodes it again (to time it)."""
@@ -132,8 +159,13 @@ class Bench:
         return self.cache[key]
 
     def train(self, categories: tuple[str, ...], config: BiPartConfig):
-        items = [self.prepared(s, config) for c in categories for s in self.splits[c][0]]
-        return bipart.train(items, config, "cpu")
+        """BiPart trained on the training halves of ``categories`` (once per training
+        setting: a later table asking for the same network reuses it)."""
+        key = (categories, tuple(sorted(bipart.training_params(config).items())))
+        if key not in self.trained:
+            items = [self.prepared(s, config) for c in categories for s in self.splits[c][0]]
+            self.trained[key] = bipart.train(items, config, "cpu")
+        return self.trained[key]
 
     def score(self, net, categories: tuple[str, ...], config: BiPartConfig
               ) -> tuple[dict[str, float], str]:
@@ -187,27 +219,85 @@ def partdistill_pre(bench: Bench, train_categories: tuple[str, ...],
     return out
 
 
-def _row(name: str, scores: dict[str, float], categories: tuple[str, ...]) -> str:
+def _row(name: str, scores: dict[str, float], categories: tuple[str, ...],
+         unseen: tuple[str, ...] = ()) -> str:
+    """Per-category cells, their mean, and the unseen categories' mean when given."""
     cells = "".join(f"{100 * scores[c]:>9.1f}" for c in categories)
-    return f"{name:<34}{cells}{100 * np.mean([scores[c] for c in categories]):>9.1f}"
+    row = f"{name:<34}{cells}{100 * np.mean([scores[c] for c in categories]):>9.1f}"
+    return row + (f"{100 * np.mean([scores[c] for c in unseen]):>9.1f}" if unseen else "")
 
 
-def _header(categories: tuple[str, ...]) -> str:
-    return f"{'':<34}" + "".join(f"{c[:8]:>9}" for c in categories) + f"{'mean':>9}"
+def _cost(report: bipart.TrainReport, inference: str) -> str:
+    return (f"  training: {report.seconds:.0f} s wall, {report.cpu_seconds:.0f} s CPU, peak "
+            f"RSS {report.peak_rss_mb:.0f} MB (the whole process); inference {inference} "
+            "per shape (median)")
+
+
+def _header(categories: tuple[str, ...], unseen: bool = False) -> str:
+    return (f"{'':<34}" + "".join(f"{c[:8]:>9}" for c in categories) + f"{'mean':>9}"
+            + (f"{'unseen':>9}" if unseen else ""))
+
+
+def _seeded_rows(bench: Bench, name: str, config: BiPartConfig, seeds: list[int],
+                 seen: tuple[str, ...], categories: tuple[str, ...]) -> dict[str, float]:
+    """Train on ``seen`` and score ``categories`` once per seed; print each seed's row
+    (when more than one) and the mean over seeds; return the mean."""
+    runs = []
+    for seed in seeds:
+        variant = dataclasses.replace(config, seed=seed)
+        net, report = bench.train(seen, variant)
+        runs.append(bench.score(net, categories, variant)[0])
+        if len(seeds) > 1:
+            print(_row(f"  {name}, seed {seed}", runs[-1], categories)
+                  + f"  ({report.seconds:.0f} s)", flush=True)
+    mean = {c: float(np.mean([r[c] for r in runs])) for c in categories}
+    print(_row(name if len(seeds) == 1 else f"{name}, mean", mean, categories), flush=True)
+    return mean
+
+
+def parse_teacher_options(items: list[str]) -> dict:
+    """``key=value`` TrainTeacherConfig overrides (bench_trained_teacher's parser)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_trained_teacher import parse_overrides
+
+    return parse_overrides(items)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", choices=("dev", "labeleddb"), default="dev")
     parser.add_argument("--per-category", type=int, default=12,
-                        help="shapes per category, half training/support, half test")
+                        help="shapes per category, --train training/support, the rest test")
+    parser.add_argument("--train", type=int, default=None,
+                        help="training/support shapes per category (default: half); Table "
+                        "4 needs more than --support-size - 1 of them to choose from")
+    parser.add_argument("--seen", nargs="*", default=None,
+                        help="training categories (dev default: chair table; dev_shapes.py "
+                        "also makes airplane)")
+    parser.add_argument("--unseen", nargs="*", default=None,
+                        help="held-out categories (dev default: mug lamp)")
+    parser.add_argument("--rows", default="1,2,3,4", help="Table 3's rows to run")
+    parser.add_argument("--selections", nargs="*", default=list(SELECTIONS),
+                        help="support selections of Table 4 (one heavy run each fits)")
+    parser.add_argument("--teacher", choices=("simulated", "trained"), default="simulated",
+                        help="shared data only: the teacher (dev: always simulated)")
+    parser.add_argument("--teacher-train", type=int, default=8,
+                        help="--teacher trained: shapes per category it is fitted on "
+                        "(dropped from everything else)")
+    parser.add_argument("--teacher-set", nargs="*", default=[],
+                        help="TrainTeacherConfig overrides, e.g. epochs=60")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0],
+                        help="BiPart seeds (initialisation, samples, random supports) of "
+                        "Tables 3 and 4; each seed's row, then their mean")
     parser.add_argument("--resolution", type=int, default=400)
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "bench_bipart_labeleddb")
     parser.add_argument("--tables", default="main,table3,table4,table5",
-                        help="comma-separated: main (joint + generalisation), table3, "
-                        "table4, table5")
+                        help="comma-separated: main (joint + generalisation), gen "
+                        "(generalisation only), table3, "
+                        "table4, table4i (one network, the selections at inference only), "
+                        "table5")
     parser.add_argument("--set", nargs="*", default=[],
                         help="BiPartConfig overrides, e.g. epochs=10 lr=1e-4")
     args = parser.parse_args()
@@ -224,19 +314,38 @@ def main() -> None:
 
     if args.data == "dev":
         seen, unseen = DEV_SEEN, DEV_UNSEEN
-        groups = {c: dev_samples(c, args.per_category, args.seed, args.resolution)
-                  for c in seen + unseen}
     else:
-        seen, unseen = LDB_SEEN, LDB_UNSEEN
-        groups = labeleddb_samples(args.work, args.per_category, args.resolution, 0)
+        seen, unseen = SHARED_SEEN, SHARED_UNSEEN
+    seen = tuple(args.seen) if args.seen is not None else seen
+    unseen = tuple(args.unseen) if args.unseen is not None else unseen
     everything = seen + unseen
-    half = args.per_category // 2
-    bench = Bench({c: (groups[c][:half], groups[c][half:]) for c in everything})
-    print(f"data {args.data}: {half} training + {args.per_category - half} test shapes per "
-          f"category; simulated teacher; BiPart {dataclasses.asdict(config)}", flush=True)
+    if args.data == "dev":
+        groups = {c: dev_samples(c, args.per_category, args.seed, args.resolution)
+                  for c in everything}
+    else:
+        groups = shared_samples(args.work, everything, args.per_category, args.resolution, 0,
+                                args.teacher, args.teacher_train,
+                                parse_teacher_options(args.teacher_set))
+    splits = {}
+    for c in everything:
+        n = len(groups[c]) // 2 if args.train is None else args.train
+        if args.data != "dev":  # Cap has fewer shared shapes: keep half of them scored
+            n = min(n, len(groups[c]) // 2)
+        splits[c] = (groups[c][:n], groups[c][n:])
+    bench = Bench(splits)
+    half = min(len(train) for train, _ in splits.values())
+    teacher = (f"trained teacher ({args.teacher_train} shapes per category, "
+               f"{parse_teacher_options(args.teacher_set) or 'defaults'})"
+               if args.data != "dev" and args.teacher == "trained" else "simulated teacher")
+    print(f"data {args.data}, training/support + test shapes per category: "
+          + ", ".join(f"{c} {len(a)}+{len(b)}" for c, (a, b) in splits.items())
+          + f"; {teacher}; {args.resolution} px; torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}; BiPart {dataclasses.asdict(config)}; "
+          f"seeds {args.seeds}", flush=True)
 
-    if "main" in tables:
+    if "main" in tables or "gen" in tables:
         tta = partdistill_tta(bench, everything)
+    if "main" in tables:
         print("\njoint (all categories trained), test-half mIoU %")
         print(_header(everything))
         print(_row("PartDistill TTA", tta, everything))
@@ -245,18 +354,18 @@ def main() -> None:
         net, report = bench.train(everything, config)
         scores, seconds = bench.score(net, everything, config)
         print(_row("BiPart-J", scores, everything))
-        print(f"  training: {report.seconds:.0f} s, peak RSS {report.peak_rss_mb:.0f} MB; "
-              f"inference {seconds} per shape (median)", flush=True)
+        print(_cost(report, seconds), flush=True)
+    if "main" in tables or "gen" in tables:
         print(f"\ngeneralisation (trained on {', '.join(seen)}), test-half mIoU %")
-        print(_header(everything))
-        print(_row("PartDistill TTA", tta, everything))
+        print(_header(everything, unseen=True))
+        print(_row("PartDistill TTA", tta, everything, unseen))
         print(_row("PartDistill pre (seen only)", partdistill_pre(bench, seen, everything),
-                   everything), flush=True)
+                   everything, unseen), flush=True)
         net, report = bench.train(seen, config)
         scores, seconds = bench.score(net, everything, config)
-        print(_row("BiPart-G", scores, everything))
-        print(f"  training: {report.seconds:.0f} s, peak RSS {report.peak_rss_mb:.0f} MB; "
-              f"inference {seconds} per shape (median)", flush=True)
+        print(_row("BiPart-G", scores, everything, unseen))
+        print(_cost(report, seconds), flush=True)
+    if "main" in tables:
         high_lr = dataclasses.replace(config, lr=1e-3)
         net, _ = bench.train(seen, high_lr)
         print(_row("BiPart-G, lr 1e-3 (paper 1e-4)", bench.score(net, everything, high_lr)[0],
@@ -272,23 +381,33 @@ def main() -> None:
             ("3 support + bi-level, no extractor", dict(blocks=0)),
             ("4 full", {}),
         ]
-        for name, change in variants:
-            variant = dataclasses.replace(config, **change)
-            net, _ = bench.train(seen, variant)
-            print(_row(name, bench.score(net, everything, variant)[0], everything), flush=True)
+        for name, change in [variants[int(r) - 1] for r in args.rows.split(",")]:
+            _seeded_rows(bench, name, dataclasses.replace(config, **change), args.seeds,
+                         seen, everything)
 
     if "table4" in tables:
         print(f"\nTable 4 (generalisation, trained on {', '.join(seen)}), test-half mIoU %")
         if half < config.support_size:
             print(f"  (a pool of {half} shapes fills a support set of {config.support_size}: "
-                  "every selection takes all of it; use --per-category >= "
+                  "every selection takes all of it; use --train >= "
                   f"{2 * config.support_size})")
         print(_header(everything))
-        for selection in ("random", "similarity", "part-perfect"):
-            variant = dataclasses.replace(config, support=selection)
-            net, _ = bench.train(seen, variant)
-            print(_row(selection, bench.score(net, everything, variant)[0], everything),
-                  flush=True)
+        for selection in args.selections:
+            _seeded_rows(bench, selection, dataclasses.replace(config, support=selection),
+                         args.seeds, seen, everything)
+
+    if "table4i" in tables:
+        print(f"\nTable 4, selection at inference only (trained with --support "
+              f"{config.support} on {', '.join(seen)}), test-half mIoU %")
+        print(_header(everything))
+        for seed in args.seeds:
+            trained = dataclasses.replace(config, seed=seed)
+            net, _ = bench.train(seen, trained)
+            for selection in args.selections:
+                variant = dataclasses.replace(trained, support=selection)
+                print(_row(f"{selection}, seed {seed}", bench.score(net, everything,
+                                                                     variant)[0],
+                           everything), flush=True)
 
     if "table5" in tables:
         print(f"\nTable 5 (generalisation model, unseen {', '.join(unseen)}): mIoU % and "

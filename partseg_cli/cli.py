@@ -1165,6 +1165,10 @@ def adapt(
     blocks: Annotated[int | None, typer.Option(
         help="BiPart: Point Transformer blocks of the extractor (paper 2; 0 = none, "
              "Table 3's ablation).")] = None,
+    head_outputs: Annotated[int | None, typer.Option(
+        help="BiPart training: outputs of the head (default: the largest part count of the "
+             "training categories; give the largest of every category it will label, "
+             "unseen ones included, as the paper does).")] = None,
     labels: Annotated[Path | None, typer.Option(
         help="Train on a folder of labelled shapes (any supported dataset layout, e.g. "
              "few_shot/Chair): they, and --shape, go through `run`'s stages (--teacher, "
@@ -1216,7 +1220,7 @@ def adapt(
     options |= {"support": support, "support_size": support_size, "inner_steps": inner_steps,
                 "inner_lr": inner_lr, "test_inner_steps": adapt_steps,
                 "test_inner_lr": adapt_lr, "order": order, "bilevel": bilevel,
-                "blocks": blocks}
+                "blocks": blocks, "head_outputs": head_outputs}
     config = stage.AdaptConfig(train_ids=train_ids, model_name=model_name, apply=apply,
                                epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                                device=resolve_device(device),

@@ -215,6 +215,14 @@ def test_bad_inputs_are_refused(tmp_path: Path):
     more = write_workspace(tmp_path / "more", ((3, False), (3, False)))
     with pytest.raises(PartsegError, match="3 parts .* has 2 outputs"):
         label(more, more.shape_ids(), FAST, apply=str(tmp_path / "seen" / "m"))
+    with pytest.raises(PartsegError, match="--head-outputs 1 is fewer than the 2 parts"):
+        label(seen, seen.shape_ids(), dataclasses.replace(FAST, head_outputs=1),
+              model_name="narrow")
+    # a head sized for the wider unseen category (the paper's dataset-wide count) fits it
+    label(seen, seen.shape_ids(), dataclasses.replace(FAST, head_outputs=3), model_name="wide")
+    assert load_model(tmp_path / "seen" / "wide").meta["head_outputs"] == 3
+    report = label(more, more.shape_ids(), FAST, apply=str(tmp_path / "seen" / "wide"))
+    assert sorted(report.computed) == sorted(more.shape_ids())
     no_probs = write_workspace(tmp_path / "noprobs", ((2, False), (2, False)), with_probs=False)
     with pytest.raises(PartsegError, match="without the teacher's part probabilities"):
         label(no_probs, no_probs.shape_ids(), FAST, model_name="m")

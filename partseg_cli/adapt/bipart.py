@@ -86,6 +86,10 @@ class BiPartConfig:
     """Neighbours of each point's self-attention."""
     head_hidden: int = 128
     """Hidden width of the two-layer head."""
+    head_outputs: int = 0
+    """Outputs of the head; 0: the largest part count of the training categories. The
+    paper sizes it by the largest category of the whole dataset, so that an unseen
+    category with more parts than any training one still fits: give that count here."""
     bilevel: bool = True
     """Bi-level (meta) training; False trains extractor and head on each shape's own
     loss only (Table 3, rows 1-2)."""
@@ -165,7 +169,8 @@ class Prepared:
 @dataclass
 class TrainReport:
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time (fairer than wall on a shared machine)
+    peak_rss_mb: float = 0.0  # the process's peak resident memory at the end of training
     losses: list[float] = field(default_factory=list)  # mean outer loss per epoch
 
 
@@ -319,13 +324,17 @@ def _train(items: Sequence[Prepared], config: BiPartConfig, device: str,
         raise PartsegError(f"unknown --order {config.order!r}; choose first or second")
     if not items:
         raise PartsegError("empty training set: no shape with knowledge units")
-    n_outputs = n_outputs or max(item.n_parts for item in items)
+    largest = max(item.n_parts for item in items)
+    n_outputs = n_outputs or config.head_outputs or largest
+    if n_outputs < largest:
+        raise PartsegError(f"--head-outputs {n_outputs} is fewer than the {largest} parts "
+                           "of a training category")
     net = new_network(items[0].feats.shape[1], n_outputs, config, device)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng(config.seed)
     pools = category_pools(items)
     report = TrainReport()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in progress(range(config.epochs), desc="bipart training", total=config.epochs):
         net.train()
         order = rng.permutation(len(items))
@@ -354,6 +363,7 @@ def _train(items: Sequence[Prepared], config: BiPartConfig, device: str,
             losses.append(float(loss.detach()) / len(batch))
         report.losses.append(float(np.mean(losses)))
     report.seconds = time.perf_counter() - start
+    report.cpu_seconds = time.process_time() - cpu_start
     report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return net.eval(), report
 
