@@ -205,9 +205,11 @@ def partdistill_tta(bench: Bench, categories: tuple[str, ...]) -> dict[str, floa
 def partdistill_pre(bench: Bench, train_categories: tuple[str, ...],
                     test_categories: tuple[str, ...]) -> dict[str, float]:
     """One pre-aligned student over the training halves of ``train_categories``, its
-    head as wide as the largest part list; each category reads its first outputs."""
+    head as wide as the largest part list of every category (as BiPart's); each category
+    reads its first outputs."""
     collection = [(s.shape, s.units) for c in train_categories for s in bench.splits[c][0]]
-    width = max(len(bench.splits[c][0][0].part_names) for c in train_categories)
+    width = max(len(bench.splits[c][1][0].part_names)
+                for c in (*train_categories, *test_categories))
     student, _ = distill_pre(collection, width, DistillConfig(device="cpu", mode="pre"))
     out = {}
     for c in test_categories:
@@ -333,6 +335,9 @@ def main() -> None:
             n = min(n, len(groups[c]) // 2)
         splits[c] = (groups[c][:n], groups[c][n:])
     bench = Bench(splits)
+    if not config.head_outputs:  # the paper: the largest part count of the whole dataset
+        config = dataclasses.replace(config, head_outputs=max(
+            len(groups[c][0].part_names) for c in everything))
     half = min(len(train) for train, _ in splits.values())
     teacher = (f"trained teacher ({args.teacher_train} shapes per category, "
                f"{parse_teacher_options(args.teacher_set) or 'defaults'})"
