@@ -240,6 +240,15 @@ def _header(categories: tuple[str, ...], unseen: bool = False) -> str:
             + (f"{'unseen':>9}" if unseen else ""))
 
 
+def _moved(net, config: BiPartConfig) -> float:
+    """||theta - theta_0|| / ||theta_0|| of the extractor's weights: how far training took
+    it from its (seeded) random start (near 0: the extractor is still random)."""
+    start = bipart.new_network(net.extractor.in_dim, net.head.n_outputs, config, "cpu")
+    now, then = net.extractor.state_dict(), start.extractor.state_dict()
+    diff = sum(float(((now[k] - then[k]) ** 2).sum()) for k in now)
+    return (diff / max(sum(float((then[k] ** 2).sum()) for k in then), 1e-12)) ** 0.5
+
+
 def _seeded_rows(bench: Bench, name: str, config: BiPartConfig, seeds: list[int],
                  seen: tuple[str, ...], categories: tuple[str, ...]) -> dict[str, float]:
     """Train on ``seen`` and score ``categories`` once per seed; print each seed's row
@@ -249,9 +258,11 @@ def _seeded_rows(bench: Bench, name: str, config: BiPartConfig, seeds: list[int]
         variant = dataclasses.replace(config, seed=seed)
         net, report = bench.train(seen, variant)
         runs.append(bench.score(net, categories, variant)[0])
+        print(f"  {name}, seed {seed}: training {report.seconds:.0f} s wall, "
+              f"{report.cpu_seconds:.0f} s CPU; extractor moved "
+              f"{100 * _moved(net, variant):.2f}% from its initialisation", flush=True)
         if len(seeds) > 1:
-            print(_row(f"  {name}, seed {seed}", runs[-1], categories)
-                  + f"  ({report.seconds:.0f} s)", flush=True)
+            print(_row(f"  {name}, seed {seed}", runs[-1], categories), flush=True)
     mean = {c: float(np.mean([r[c] for r in runs])) for c in categories}
     print(_row(name if len(seeds) == 1 else f"{name}, mean", mean, categories), flush=True)
     return mean
