@@ -23,10 +23,16 @@ same shapes, so the table shows what each deviation from the paper does.
 so N chairs) for the default 25 epochs and apply the saved student to them: wall time,
 per-shape apply time, peak RSS.
 
+`--apply-timing N`: apply a saved student (trained briefly: the apply cost does not
+depend on training) to N dev chairs of 10k points, one torch thread: per-shape wall and
+CPU seconds of `apply_student` and of its encoding alone (medians), and the load average
+(the machine is shared: wall time is inflated by the load, CPU time much less).
+
 Run: python bench/bench_distill.py --data dev [--per-category 16] [--categories chair ...]
      [--methods vote,tta,ind,...] [--variants normalise=eq3 tau_mode=absolute ...]
      python bench/bench_distill.py --data labeleddb   # report only
      python bench/bench_distill.py --timing 100
+     python bench/bench_distill.py --apply-timing 16
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ from partseg_cli.distill import (
     save_student,
     train_student,
 )
+from partseg_cli.models.student import Student, point_tensors
+from partseg_cli.threads import torch_threads
 
 LABELEDDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeleddb"
 METHODS = ["vote", "tta", "tta+bd", "ind", "ind+bd", "trans", "trans+bd"]
@@ -199,15 +207,51 @@ def timing(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         loaded = load_student(path)
         load_s = time.perf_counter() - started
-        times = []
-        for item in items:
-            started = time.perf_counter()
-            apply_student(loaded.student, item.shape, item.units)
-            times.append(time.perf_counter() - started)
+        wall, cpu = apply_times(loaded.student, items)
     print(f"pre-alignment of {len(items)} shapes, {config.epochs} epochs, "
           f"{trained.steps} steps (batch {config.batch_size}): {train_s:.1f} s "
           f"(target <= 300 s); load {load_s:.2f} s; apply median "
-          f"{np.median(times):.3f} s/shape (target <= 0.3 s); peak RSS {peak_rss_mb():.0f} MB")
+          f"{np.median(wall):.3f} s/shape wall, {np.median(cpu):.3f} s CPU (target <= 0.3 s); "
+          f"peak RSS {peak_rss_mb():.0f} MB; load average {os.getloadavg()[0]:.1f}")
+
+
+def apply_times(student: Student, items: list[DevItem], encode_only: bool = False
+                ) -> tuple[list[float], list[float]]:
+    """Per-shape (wall, CPU) seconds of `apply_student`, or of the student's encoding of
+    the shape alone, on one torch thread (as `apply_student` runs)."""
+    wall, cpu = [], []
+    for item in items:
+        started, started_cpu = time.perf_counter(), time.process_time()
+        if encode_only:
+            with torch_threads(1), torch.no_grad():
+                student.encode(*point_tensors(item.shape, student.device))
+        else:
+            apply_student(student, item.shape, item.units)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return wall, cpu
+
+
+def apply_timing(args: argparse.Namespace) -> None:
+    items = prepare("chair", args.apply_timing, args.seed, args.resolution)
+    config = DistillConfig(mode="pre", device="cpu", epochs=2, backward=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trained = train_student([(i.shape, i.units) for i in items],
+                                len(items[0].shape.part_names), config)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "student"
+        save_student(path, trained, config, list(items[0].shape.part_names), "bench",
+                     {i.shape.shape_id: i.shape.shape_id for i in items}, [])
+        student = load_student(path).student
+        apply_student(student, items[0].shape, items[0].units)  # first call: lazy imports
+        wall, cpu = apply_times(student, items)
+        enc_wall, enc_cpu = apply_times(student, items, encode_only=True)
+    print(f"apply a saved student to {len(items)} shapes of {len(items[0].shape.points)} "
+          f"points, one torch thread: median {np.median(wall):.3f} s wall, "
+          f"{np.median(cpu):.3f} s CPU per shape (target <= 0.3 s); of it encoding "
+          f"{np.median(enc_wall):.3f} s wall, {np.median(enc_cpu):.3f} s CPU; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -222,9 +266,13 @@ def main() -> None:
     parser.add_argument("--no-2d", action="store_true")
     parser.add_argument("--timing", type=int, default=0,
                         help="time pre-alignment of this many dev chairs instead")
+    parser.add_argument("--apply-timing", type=int, default=0,
+                        help="time applying a saved student to this many dev chairs instead")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    if args.timing:
+    if args.apply_timing:
+        apply_timing(args)
+    elif args.timing:
         timing(args)
     else:
         quality(args)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,21 +54,36 @@ def farthest_point_sample(xyz: torch.Tensor, n_samples: int) -> torch.Tensor:
 
     xyz: (B, M, 3). Returns (B, S) int64 indices, S = min(n_samples, M). Starts from
     the point farthest from the centroid, so the result does not depend on point order
-    except for ties. The loop runs over the S samples (inherent to FPS); each iteration
-    is vectorised over the M points.
+    except for ties. The loop over the S samples is inherent to FPS; each iteration is
+    vectorised over the M points in numpy, whose per-call cost is a fraction of torch's
+    (512 of 10k points: 7 ms against 60 ms), in float32 and summing x, y, z in the same
+    order as before, so the picks are the same.
     """
     b, m, _ = xyz.shape
     s = min(n_samples, m)
     centred = xyz - xyz.mean(dim=1, keepdim=True)
-    current = centred.square().sum(-1).argmax(dim=1)  # (B,)
-    chosen = torch.empty(b, s, dtype=torch.long, device=xyz.device)
-    min_dist = torch.full((b, m), float("inf"), dtype=xyz.dtype, device=xyz.device)
-    rows = torch.arange(b, device=xyz.device)
+    start = centred.square().sum(-1).argmax(dim=1).cpu().numpy()  # (B,)
+    coords = xyz.detach().cpu().numpy().astype(np.float32, copy=False)
+    chosen = np.stack([_fps_row(np.ascontiguousarray(coords[row].T), s, int(start[row]))
+                       for row in range(b)])
+    return torch.from_numpy(chosen).to(xyz.device)
+
+
+def _fps_row(coords: np.ndarray, s: int, current: int) -> np.ndarray:
+    """FPS of one cloud, coords (3, M) float32 from index ``current``: (s,) int64."""
+    chosen = np.empty(s, np.int64)
+    min_dist = np.full(coords.shape[1], np.inf, np.float32)
+    dist = np.empty_like(min_dist)
+    axis = np.empty_like(min_dist)
     for i in range(s):
-        chosen[:, i] = current
-        last = xyz[rows, current][:, None, :]  # (B, 1, 3)
-        min_dist = torch.minimum(min_dist, (xyz - last).square().sum(-1))
-        current = min_dist.argmax(dim=1)
+        chosen[i] = current
+        np.subtract(coords[0], coords[0, current], out=dist)
+        np.multiply(dist, dist, out=dist)
+        for c in (1, 2):
+            np.subtract(coords[c], coords[c, current], out=axis)
+            dist += np.multiply(axis, axis, out=axis)
+        np.minimum(min_dist, dist, out=min_dist)
+        current = int(min_dist.argmax())
     return chosen
 
 
