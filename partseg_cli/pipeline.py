@@ -28,10 +28,10 @@ STAGE_VERSIONS: dict[str, int] = {
     "superpoints": 1,
     "backproject": 2,  # 2: units carry the teacher's part probabilities Y^d
     "vote": 2,
-    "distill": 1,
+    "distill": 2,  # 2: the Point-NN encoder's kNN is exact (k-d tree), its features move
     "rescore": 2,
     "partstad": 1,
-    "bipart": 1,
+    "bipart": 2,  # 2: as distill 2 (the same encoder and kNN)
 }
 
 

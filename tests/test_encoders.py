@@ -1,11 +1,11 @@
-"""The Point-NN encoder's geometric primitives: farthest point sampling."""
+"""The Point-NN encoder's geometric primitives: farthest point sampling and kNN."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from partseg_cli.encoders import farthest_point_sample
+from partseg_cli.encoders import farthest_point_sample, knn
 
 
 def test_farthest_point_sample_is_fps_by_definition_per_batch_row():
@@ -28,3 +28,19 @@ def test_farthest_point_sample_is_fps_by_definition_per_batch_row():
     # more samples than points: every point once
     assert sorted(farthest_point_sample(torch.as_tensor(clouds[:, :5]), 9)[0].tolist()) == \
         list(range(5))
+
+
+def test_knn_returns_the_k_nearest_in_order_with_their_distances():
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(2, 300, 3)).astype(np.float32)
+    query = rng.normal(size=(2, 50, 3)).astype(np.float32)
+    dist, idx = knn(torch.as_tensor(query), torch.as_tensor(ref), 7)
+    assert dist.shape == idx.shape == (2, 50, 7) and idx.dtype == torch.int64
+    for r in range(2):
+        full = np.sqrt(((query[r][:, None].astype(np.float64) - ref[r][None]) ** 2).sum(-1))
+        np.testing.assert_array_equal(idx[r].numpy(), np.argsort(full, axis=1)[:, :7])
+        np.testing.assert_allclose(dist[r].numpy(), np.sort(full, axis=1)[:, :7], atol=1e-6)
+    # k is capped at the reference size; a cloud's own points are their first neighbours
+    _, own = knn(torch.as_tensor(ref[:, :4]), torch.as_tensor(ref[:, :4]), 9)
+    assert own.shape == (2, 4, 4)
+    np.testing.assert_array_equal(own[..., 0].numpy(), np.tile(np.arange(4), (2, 1)))
