@@ -25,7 +25,8 @@ its artifacts appends a line (stage, key, inputs' keys, write id and the signatu
 the artifact's metadata file: inode, size, mtime), so that `partseg status` stats one
 file per artifact instead of reading it; a line counts only while the signature is the
 file's (an artifact replaced without a line, changed in place, copied, or written by an
-older partseg is read instead).
+older partseg is read instead). A commit that leaves the log past STAGE_LOG_LIMIT
+rewrites it with only the lines of the artifacts stored now (`compact_stage_log`).
 
 Integrity: each array's dtype, shape and CRC-32 are recorded with it (and, for zarr,
 every file's size), and `Workspace.read` checks them, so a read returns the committed
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -47,7 +49,7 @@ import time
 import uuid
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +63,9 @@ from .records import from_arrays, to_arrays
 WORKSPACE_FORMAT = 1
 MANIFEST = "partseg.json"
 STAGE_LOG = ".stages.jsonl"  # per shape folder, see the module docstring
+# A commit that leaves the log longer compacts it. A shape's current lines take ~2 KB
+# (8 stages); status reads every shape's log, so the bound is kept small.
+STAGE_LOG_LIMIT = 16 << 10
 BACKENDS = ("zarr", "hdf5")
 _ZARR_GROUP_JSON = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}})
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -505,11 +510,23 @@ class Workspace:
             finally:
                 _remove(tmp)
             if committed and scope.startswith("shapes/"):
-                log_commit(final.parent / STAGE_LOG, {"stage": stage, "key": key,
-                                                       "inputs": inputs, "id": write_id,
-                                                       "sig": signature})
+                log = final.parent / STAGE_LOG
+                size = log_commit(log, {"stage": stage, "key": key, "inputs": inputs,
+                                        "id": write_id, "sig": signature})
+                if size > STAGE_LOG_LIMIT:
+                    compact_stage_log(log, functools.partial(self._current_line, log.parent),
+                                      self.tmp_root / self._tmp_name("t"))
             self._seen.pop(final, None)
             final.with_name(final.name + CORRUPT_SUFFIX).unlink(missing_ok=True)
+
+    def _current_line(self, folder: Path, entry: dict[str, Any]) -> bool:
+        """Whether a commit-log line of the shape folder ``folder`` describes the artifact
+        stored there now (its metadata file's signature): the only lines status uses."""
+        try:
+            now = self._backend.signature(folder / (entry["stage"] + self._backend.suffix))
+        except (OSError, KeyError, TypeError):
+            return False
+        return list(entry.get("sig") or []) == now
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -702,19 +719,58 @@ def stat_signature(path: Path | str) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
-def log_commit(path: Path, entry: dict[str, Any]) -> None:
-    """Append one line to a shape's commit log. One write to an O_APPEND file: lines of
-    processes committing at once do not interleave. Best effort: a missing line only
-    makes `partseg status` read that artifact's metadata instead."""
+def log_commit(path: Path, entry: dict[str, Any]) -> int:
+    """Append one line to a shape's commit log; returns the log's size after it (0 when
+    the append failed). One write to an O_APPEND file: lines of processes committing at
+    once do not interleave. It is made under a shared lock on the file, so that
+    `compact_stage_log` (exclusive) never replaces the log between an append and its
+    read: an appender that waited for a compaction finds the file replaced and appends
+    to the new one. Best effort: a missing line only makes `partseg status` read that
+    artifact's metadata instead."""
+    import fcntl
+
+    line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+    for _ in range(10):
+        try:
+            # read and write: NFS emulates flock with POSIX locks, whose shared kind
+            # needs a descriptor open for reading
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                continue  # compacted while we waited: this file is the replaced one
+            os.write(fd, line)
+            return os.fstat(fd).st_size
+        except OSError:
+            return 0
+        finally:
+            os.close(fd)  # releases the lock
+    return 0
+
+
+def compact_stage_log(path: Path, keep: Callable[[dict[str, Any]], bool], tmp: Path) -> None:
+    """Rewrite a shape's commit log with only its last line per (stage, signature) for
+    which ``keep`` holds, atomically (written to ``tmp``, renamed over it) and under an
+    exclusive lock, so that no line appended meanwhile is lost (see `log_commit`)."""
+    import fcntl
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR)
     except OSError:
         return
     try:
-        os.write(fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            return  # another process compacted it while we waited
+        kept = [entry for entry in read_stage_log(path).values() if keep(entry)]
+        tmp.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in kept))
+        os.replace(tmp, path)
     except OSError:
-        pass
+        pass  # best effort, as the log itself: the longer log still reads the same
     finally:
+        tmp.unlink(missing_ok=True)
         os.close(fd)
 
 

@@ -207,3 +207,72 @@ def test_two_processes_writing_at_once(tmp_path: Path, backend: str) -> None:
         np.testing.assert_array_equal(shape.points, make_shape(shape_id, 2000, index).points)
     shared = workspace.read_record(shape_scope("shared"), "shape", Shape)
     assert shared.points.shape == (50, 3)
+
+
+def test_compaction_keeps_the_line_an_appender_waited_to_write(tmp_path: Path) -> None:
+    """An appender that opened the log while a compaction held it must not write into
+    the file the compaction is replacing (its line would vanish with that file)."""
+    import threading
+
+    from partseg_cli.store import compact_stage_log, log_commit, read_stage_log
+
+    log = tmp_path / ".stages.jsonl"
+    for i in range(3):
+        log_commit(log, {"stage": f"old{i}", "sig": [i], "key": "k"})
+    started = threading.Event()
+
+    def slow_keep(entry: dict) -> bool:
+        started.set()
+        time.sleep(0.05)  # the compaction is under way: the append below must wait
+        return entry["stage"] != "old0"
+
+    appender = threading.Thread(target=lambda: (started.wait(5), log_commit(
+        log, {"stage": "new", "sig": [9], "key": "k"})))
+    appender.start()
+    compact_stage_log(log, slow_keep, tmp_path / "tmp")
+    appender.join(10)
+    assert set(read_stage_log(log)) == {("old1", (1,)), ("old2", (2,)), ("new", (9,))}
+    assert not (tmp_path / "tmp").exists()
+
+
+def _commit_rounds(root: str, writer: str, rounds: int, limit: int) -> None:
+    from partseg_cli import store
+
+    store.STAGE_LOG_LIMIT = limit
+    workspace = Workspace.open(root)
+    for r in range(rounds):
+        for stage in range(6):
+            workspace.write(shape_scope("s"), f"{writer}{stage}", {"round": r}, key=f"k{r}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_writers_commit_log_is_compacted_and_keeps_current_lines(tmp_path: Path,
+                                                                    backend: str) -> None:
+    """The per-shape commit log stays bounded while two processes commit to one shape,
+    and every artifact stored at the end still has its line (status reads no metadata)."""
+    from partseg_cli.status import _artifact_infos
+    from partseg_cli.store import STAGE_LOG, read_stage_log, stat_signature
+
+    root = tmp_path / "ws"
+    Workspace.open(root, create=True, backend=backend)
+    limit = 3000  # ~12 lines: many compactions in 2 x 20 x 6 commits
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_commit_rounds, args=(str(root), w, 20, limit))
+               for w in "ab"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    workspace = Workspace.open(root)
+    folder = workspace.data_root / "shapes" / "s"
+    log = folder / STAGE_LOG
+    assert log.stat().st_size <= limit + 1000  # compacted (120 lines would be ~25 KB)
+    lines = read_stage_log(log)
+    suffix = ".h5" if backend == "hdf5" else ""
+    for stage in [f"{w}{i}" for w in "ab" for i in range(6)]:
+        meta = folder / (stage + suffix) if suffix else folder / stage / "zarr.json"
+        line = lines.get((stage, tuple(stat_signature(meta))))
+        assert line is not None and line["key"] == "k19", stage
+    assert len(_artifact_infos(workspace, str(folder))) == 12
+    assert not list(workspace.tmp_root.iterdir())
