@@ -391,15 +391,22 @@ def status(
     work: Work,
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")
                         ] = False,
+    verify: Annotated[bool, typer.Option(
+        help="First read every stored output whole against its checksums (slow: all "
+             "the data): one 'damaged' line each, marked so that its stage recomputes "
+             "it; exit 1 when any is damaged.")] = False,
 ) -> None:
     """Per stage: shapes done, stale, missing and failed (with reasons and logs); the
-    jobs of the last --executor submission: done, failed, running, pending."""
+    jobs of the last --executor submission: done, failed, running, pending; leftovers
+    of killed runs removed (or kept: still being written, or from another host)."""
     import json
 
     from .status import collect, render_text
 
-    summary = collect(work)
+    summary = collect(work, check=verify)
     typer.echo(json.dumps(summary, indent=1) if json_out else render_text(summary))
+    if verify and (summary["verify"]["damaged"] or summary["verify"]["groups"]):
+        raise typer.Exit(1)
 
 
 @app.command(epilog=EXAMPLES["inspect"])

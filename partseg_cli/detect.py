@@ -687,7 +687,8 @@ def warn_unmatched_parts(workspace: Workspace, shape_ids: list[str],
         problems.append(f"{', '.join(unknown)} in no ground truth of theirs (scored as "
                         "absent parts)")
     shown = ", ".join(labelled[:3]) + (", ..." if len(labelled) > 3 else "")
-    warnings.warn(f"detect: --parts {','.join(parts)} matches only some part names of "
+    some = "only some" if len(unknown) < len(parts) else "none of the"
+    warnings.warn(f"detect: --parts {','.join(parts)} matches {some} part names of "
                   f"{len(labelled)} labelled shape(s) ({shown}): {'; '.join(problems)}",
                   stacklevel=3)
 

@@ -12,6 +12,13 @@ is applied in another without retraining:
 so callers can tell a stale model from a current one; ``meta`` is free JSON (part names,
 config, encoder, training shape ids). A folder is written beside its final place and
 renamed into it, so a killed save leaves either the old model or the new one.
+
+A save writes ``.<name>.tmp-<pid>-<hex>-<host>`` beside the folder and, when it replaces
+a model, moves the old one to ``.<name>.old-<pid>-<hex>-<host>`` for the moment between
+the two renames. A save killed there leaves the model only in ``.old-*``:
+`clean_leftovers` (run by the next save or read of that model, and when a workspace
+holding models is opened) puts it back, and removes the leftovers of saves whose process
+is gone; those of live processes, or of other hosts, are left and reported.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -62,7 +71,63 @@ def resolve_model_path(name: str | Path, workspace_root: Path | None = None) -> 
 
 
 def is_model_folder(path: Path) -> bool:
+    path = Path(path)
+    if not (path / MODEL_JSON).is_file():
+        clean_leftovers(path.parent, path.name)  # a save killed between its renames
     return (path / MODEL_JSON).is_file()
+
+
+# leftovers of `save_model`: .<name>.tmp-<pid>-<hex>-<host> / .<name>.old-<pid>-<hex>-<host>
+# (older partseg wrote .tmp-<pid>-<hex> and .old-<hex>: no host, and no pid for .old)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<pid>\d+)-)?"
+                       r"(?P<hex>[0-9a-f]{8})(?:-(?P<host>.+))?$")
+LEGACY_AGE = 3600.0  # seconds after which a leftover naming no process is abandoned
+
+
+def clean_leftovers(folder: Path, name: str | None = None) -> tuple[list[str], list[str]]:
+    """Tidy what killed saves left in ``folder`` (of the model ``name``, or of all):
+    a model moved aside to ``.old-*`` whose folder is gone is put back, other ``.old-*``
+    and ``.tmp-*`` folders are removed. Only those whose writer is gone are touched: its
+    pid is not alive on this host (a name without host and pid: unchanged for an hour).
+    Returns (what was done, what was left and why), one line each; never raises."""
+    import time
+
+    from .store import pid_alive
+
+    done: list[str] = []
+    kept: list[str] = []
+    try:
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return done, kept
+    host = socket.gethostname()
+    for entry in entries:
+        match = _LEFTOVER.match(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        pid, owner = match["pid"], match["host"]
+        try:
+            if owner is not None and owner != host:
+                kept.append(f"{entry}: left by a save on host {owner}")
+                continue
+            if owner is not None and pid is not None and pid_alive(int(pid)):
+                kept.append(f"{entry}: being written by process {pid}")
+                continue
+            if owner is None and time.time() - entry.stat().st_ctime < LEGACY_AGE:
+                kept.append(f"{entry}: written by an older partseg less than an hour ago")
+                continue
+            model = folder / match["name"]
+            if match["kind"] == "old" and not model.exists():
+                entry.rename(model)
+                done.append(f"{model}: restored from {entry.name} (a save was killed)")
+            elif match["kind"] == "old" and not is_model_folder(model):
+                kept.append(f"{entry}: a model moved aside, but {model} is something else")
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                done.append(f"{entry}: removed (left by a killed save)")
+        except OSError as err:
+            kept.append(f"{entry}: {first_line(err)}")
+    return done, kept
 
 
 def save_model(path: Path, model: SavedModel | None = None, *, kind: str = "", key: str = "",
@@ -87,16 +152,18 @@ def save_model(path: Path, model: SavedModel | None = None, *, kind: str = "", k
     tensors = {name: value.detach().to("cpu").contiguous()
                for name, value in (state_dict or {}).items()}
     document = {"format": FORMAT, "kind": kind, "key": key, "meta": dict(meta or {})}
+    clean_leftovers(path.parent, path.name)  # a model an earlier killed save moved aside
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{socket.gethostname()}"
+        tmp = path.parent / f".{path.name}.tmp-{tag}"
         tmp.mkdir()
         try:
             save_file(tensors, str(tmp / WEIGHTS))
             (tmp / MODEL_JSON).write_text(json.dumps(document, indent=1, sort_keys=True))
             old = None
             if path.exists():
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                old = path.parent / f".{path.name}.old-{tag}"
                 path.rename(old)
             tmp.rename(path)
             if old is not None:
@@ -113,7 +180,7 @@ def read_document(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     """A model folder's model.json (kind, key, meta), checked, without its weights (no
     torch): enough to tell whether a stored model is current."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not is_model_folder(path):  # (puts back a model a kill hid)
         raise ModelError(f"{path}: no such model folder")
     if not path.is_dir():
         raise ModelError(f"{path}: is a file, not a partseg model folder (a folder with "

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from . import journal
-from .errors import CorruptError
+from .errors import CorruptError, StoreError, first_line
 from .pipeline import STAGE_VERSIONS
-from .store import CORRUPT_SUFFIX, STAGE_LOG, Workspace, read_stage_log
+from .store import CORRUPT_SUFFIX, STAGE_LOG, Workspace, read_stage_log, shape_scope
 
 KILLED = "ended without a result (killed or cancelled; see the log)"
 
@@ -179,9 +179,34 @@ def _shapes(workspace: Workspace) -> dict[str, dict[str, dict[str, Any]]]:
     return dict(sorted(shapes.items()))
 
 
-def collect(root: Path) -> dict[str, Any]:
-    """The status of the workspace at ``root`` as a JSON-ready dict."""
+def verify(workspace: Workspace) -> dict[str, Any]:
+    """Read every stored artifact whole, each array checked against the checksum its
+    writer recorded (`Workspace.read`): what `status` alone, which stats metadata
+    files, cannot see (a chunk changed in place keeps its size). A damaged artifact is
+    marked corrupt, so its stage recomputes it and status counts it; missing or damaged
+    zarr group metadata is rewritten (`Workspace.check_groups`). Returns how many
+    artifacts were read and one line per damaged one."""
+    scopes = [shape_scope(s) for s in workspace.shape_ids()]
+    collections = workspace.data_root / "collections"
+    if collections.is_dir():
+        scopes += [f"collections/{p.name}" for p in sorted(collections.iterdir())
+                   if p.is_dir()]
+    checked, damaged = 0, []
+    for scope in scopes:
+        for stage in workspace.stages(scope):
+            checked += 1
+            try:
+                workspace.read(scope, stage)
+            except (CorruptError, StoreError) as exc:
+                damaged.append(first_line(exc))
+    return {"artifacts": checked, "damaged": damaged, "groups": workspace.check_groups()}
+
+
+def collect(root: Path, check: bool = False) -> dict[str, Any]:
+    """The status of the workspace at ``root`` as a JSON-ready dict; with ``check`` a
+    `verify` pass first (its findings under "verify")."""
     workspace = Workspace.open(root)
+    verified = verify(workspace) if check else None
     shapes = _shapes(workspace)
     counts: dict[str, StageCounts] = {}
     held: dict[str, int] = {}
@@ -218,6 +243,8 @@ def collect(root: Path) -> dict[str, Any]:
                         for p in sorted(collections.iterdir()) if p.is_dir()}
         if collections.is_dir() else {},
         "jobs": jobs(root),
+        "leftovers": workspace.leftovers,
+        **({"verify": verified} if verified is not None else {}),
     }
 
 
@@ -303,6 +330,21 @@ def render_text(status: dict[str, Any], show: int = 10) -> str:
             lines.append(f"  ... {len(status['failed']) - show * 5} more (--json lists all)")
     for name, stages in status["collections"].items():
         lines.append(f"collection {name}: {', '.join(stages)}")
+    leftovers = status.get("leftovers") or {}
+    for line in leftovers.get("removed", [])[:show]:
+        lines.append(f"leftover {line}")
+    for line in leftovers.get("kept", [])[:show]:
+        lines.append(f"leftover kept: {line}")
+    hidden = max(0, len(leftovers.get("removed", [])) - show) + max(
+        0, len(leftovers.get("kept", [])) - show)
+    if hidden:
+        lines.append(f"leftover: ... {hidden} more (--json lists all)")
+    if "verify" in status:
+        found = status["verify"]
+        lines.append(f"verify: {found['artifacts']} stored output(s) read whole, "
+                     f"{len(found['damaged'])} damaged")
+        lines += [f"damaged {line}" for line in found["damaged"]]
+        lines += [f"damaged {line}" for line in found["groups"]]
     if status["jobs"]:
         lines.append("jobs of the last submission:")
     for job in status["jobs"]:

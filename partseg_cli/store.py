@@ -240,6 +240,8 @@ class Workspace:
         # artifact path -> write id a skip check saw (None: absent), see `_commit`
         self._seen: dict[Path, str | None] = {}
         self._deferred = False  # opened with ``defer``: made on disk at the first write
+        # what opening found of killed runs' leftovers (`_clean_stale_tmp`), for status
+        self.leftovers: dict[str, list[str]] = {"removed": [], "kept": []}
 
     # --- opening ----------------------------------------------------------------------
 
@@ -548,7 +550,7 @@ class Workspace:
 
     def delete(self, scope: str, stage: str) -> None:
         path = self._path(scope, stage)
-        trash = self.tmp_root / f"trash-{uuid.uuid4().hex}"
+        trash = self.tmp_root / f"trash-{self._tmp_name('x')}"
         with _writing(path):
             try:
                 os.rename(path, trash)
@@ -572,7 +574,7 @@ class Workspace:
                 pass
             if self._committed_meanwhile(final, key):
                 return False  # another process stored the same computation after our check
-            trash = self.tmp_root / f"trash-{uuid.uuid4().hex}"
+            trash = self.tmp_root / f"trash-{self._tmp_name('x')}"
             try:
                 os.rename(final, trash)
             except FileNotFoundError:
@@ -610,6 +612,40 @@ class Workspace:
             if self.backend_name == "zarr" and not (path / "zarr.json").exists():
                 self._write_text_atomic(path / "zarr.json", _ZARR_GROUP_JSON)
 
+    def check_groups(self) -> list[str]:
+        """Check the zarr group metadata (``zarr.json``) of the store's root, of
+        ``shapes/``, ``collections/`` and each shape and collection folder, and rewrite
+        any that is missing or damaged: it is a fixed text (`_ZARR_GROUP_JSON`), which
+        partseg never reads but every other zarr reader of the hierarchy needs. One line
+        per file rewritten; none for the hdf5 backend."""
+        if self.backend_name != "zarr" or not self.data_root.is_dir():
+            return []
+        folders = [self.data_root]
+        for name in ("shapes", "collections"):
+            base = self.data_root / name
+            if base.is_dir():
+                folders += [base, *sorted(p for p in base.iterdir() if p.is_dir())]
+        lines = []
+        for folder in folders:
+            meta = folder / "zarr.json"
+            try:
+                found = json.loads(meta.read_text())
+                problem = (None if isinstance(found, dict) and found.get("zarr_format") == 3
+                           and found.get("node_type") == "group" else "not a zarr v3 group")
+            except FileNotFoundError:
+                problem = "missing"
+            except (OSError, ValueError) as exc:
+                problem = f"unreadable: {first_line(exc)}"
+            if problem is None:
+                continue
+            try:
+                self._write_text_atomic(meta, _ZARR_GROUP_JSON)
+                lines.append(f"{meta}: zarr group metadata {problem}; rewritten")
+            except OSError as exc:
+                lines.append(f"{meta}: zarr group metadata {problem}; cannot rewrite it "
+                             f"({first_line(exc)})")
+        return lines
+
     def _tmp_name(self, kind: str) -> str:
         """A name under .tmp/ that `_clean_stale_tmp` removes once its process is gone."""
         return f"{kind}{os.getpid()}.{uuid.uuid4().hex}.{socket.gethostname()}"
@@ -623,23 +659,51 @@ class Workspace:
             tmp.unlink(missing_ok=True)
 
     def _clean_stale_tmp(self) -> None:
-        """Remove leftovers of killed runs on this host (their process is gone)."""
+        """Remove leftovers of killed runs (their process is gone) from ``.tmp/`` and, for
+        the model folders kept in the workspace, beside them (saved_model.py); record in
+        ``self.leftovers`` what was done and what was left (being written, or written on
+        another host, whose processes this one cannot see)."""
+        from .saved_model import clean_leftovers
+
         host = socket.gethostname()
-        for entry in self.tmp_root.iterdir():
+        done, kept = self.leftovers["removed"], self.leftovers["kept"]
+        for entry in sorted(self.tmp_root.iterdir()):
             name = entry.name
-            if name.startswith("trash-"):
-                try:
-                    old = time.time() - entry.stat().st_mtime > 3600
-                except FileNotFoundError:
-                    continue  # another process removed it meanwhile
-                if old:
-                    _remove(entry)
-                continue
-            fields = name.removesuffix(self._backend.suffix).split(".", 2)
+            # trash-<tmp name>: an artifact moved aside to be deleted, see `_commit`
+            fields = name.removeprefix("trash-").removesuffix(self._backend.suffix).split(
+                ".", 2)
             if len(fields) != 3 or not fields[0][1:].isdigit():
+                if name.startswith("trash-"):  # older partseg: trash-<hex>, no process
+                    try:
+                        old = time.time() - entry.stat().st_ctime > 3600  # moved then
+                    except FileNotFoundError:
+                        continue  # another process removed it meanwhile
+                    if old:
+                        _remove(entry)
+                        done.append(f"{entry}: removed (left by a killed write)")
+                    else:
+                        kept.append(f"{entry}: moved aside by an older partseg less than "
+                                    "an hour ago")
                 continue
-            if fields[2] == host and not _pid_alive(int(fields[0][1:])):
+            if fields[2] != host:
+                kept.append(f"{entry}: left by a process on host {fields[2]}")
+            elif not pid_alive(int(fields[0][1:])):
                 _remove(entry)
+                done.append(f"{entry}: removed (left by a killed write)")
+        for folder in [self.root, *self._model_folders()]:
+            removed, left = clean_leftovers(folder)
+            done += removed
+            kept += left
+
+    def _model_folders(self) -> list[Path]:
+        """Folders of the workspace that may hold saved models (``W/<name>``,
+        ``W/students/<name>``): its own subfolders but the store's, the jobs' and locks'."""
+        skip = {self.data_root.name, self.tmp_root.name, "jobs", ".locks"}
+        try:
+            return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name not in skip
+                          and not p.name.startswith("."))
+        except OSError:
+            return []
 
 
 CORRUPT_SUFFIX = ".corrupt"
@@ -806,7 +870,7 @@ def read_stage_log(path: Path | str) -> dict[tuple[str, int], dict[str, Any]]:
     return entries
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -84,3 +84,64 @@ def test_weights_checked_without_loading_them(tmp_path: Path):
     weights.write_bytes(b"not safetensors")
     with pytest.raises(ModelError, match="corrupt or unreadable"):
         check_weights(tmp_path / "m")
+
+
+def _finished_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_save_killed_between_its_renames_loses_no_model(tmp_path: Path):
+    """Killed after moving the old model aside and before renaming the new one in: the
+    next read puts the old model back (before: "no such model folder", the model only in
+    a hidden .old-* folder forever) and the new one's leftover goes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from partseg_cli.saved_model import read_document
+
+    save_model(tmp_path / "m", kind="demo", key="old", meta={}, state_dict={})
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from partseg_cli.saved_model import save_model
+        rename = Path.rename
+        def killed_after_move_aside(self, target):
+            rename(self, target)
+            if ".old-" in str(target):
+                os._exit(9)
+        Path.rename = killed_after_move_aside
+        save_model(Path({str(tmp_path / "m")!r}), kind="demo", key="new", meta={{}},
+                   state_dict={{}})
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert not (tmp_path / "m").exists()
+    assert read_document(tmp_path / "m")["key"] == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_leftovers_of_live_or_foreign_saves_are_kept(tmp_path: Path):
+    import os
+    import socket
+
+    from partseg_cli.saved_model import clean_leftovers
+
+    host, dead = socket.gethostname(), _finished_pid()
+    save_model(tmp_path / "m", kind="demo", key="k", meta={}, state_dict={})
+    names = {"live": f".m.tmp-{os.getpid()}-0123abcd-{host}",
+             "foreign": f".m.old-{dead}-0123abcd-elsewhere",
+             "dead": f".m.tmp-{dead}-0123abcd-{host}",
+             "dead old": f".m.old-{dead}-4567abcd-{host}"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+    done, kept = clean_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["m", names["live"], names["foreign"]])
+    assert len(done) == 2 and all("removed" in line for line in done)
+    assert any("process" in line and names["live"] in line for line in kept)
+    assert any("host elsewhere" in line for line in kept)

@@ -276,3 +276,60 @@ def test_two_writers_commit_log_is_compacted_and_keeps_current_lines(tmp_path: P
         assert line is not None and line["key"] == "k19", stage
     assert len(_artifact_infos(workspace, str(folder))) == 12
     assert not list(workspace.tmp_root.iterdir())
+
+
+def _finished_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_killed_writes_leftovers_are_removed_at_open_and_reported(tmp_path: Path,
+                                                                  capsys, monkeypatch
+                                                                  ) -> None:
+    """A write killed after moving an artifact aside leaves .tmp/trash-*, a model save
+    killed between its renames leaves the model in .<name>.old-*: the next open removes
+    the first and puts the model back, once their process is gone; a live process's and
+    another host's are left alone; `status` lists both."""
+    import socket
+
+    from test_cli import partseg
+
+    from partseg_cli.saved_model import MODEL_JSON
+
+    root = tmp_path / "ws"
+    workspace = Workspace.open(root, create=True)
+    workspace.write(shape_scope("s"), "shape", make_shape(), key="k")
+    host, dead, live = socket.gethostname(), _finished_pid(), os.getpid()
+    script = textwrap.dedent(f"""
+        import os
+        from partseg_cli.store import Workspace, shape_scope
+        rename = os.rename
+        def killed_after_move_aside(source, target):
+            rename(source, target)
+            if "trash-" in str(target):
+                os._exit(9)
+        os.rename = killed_after_move_aside
+        Workspace.open({str(root)!r}).write(shape_scope("s"), "vote", {{"n": 1}}, key="a")
+        Workspace.open({str(root)!r}).write(shape_scope("s"), "vote", {{"n": 2}}, key="b")
+    """)
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    killed = [p.name for p in (root / ".tmp").iterdir() if p.name.startswith("trash-")]
+    assert len(killed) == 1
+    kept = [f"trash-x{live}.0123abcd.{host}", f"trash-x{dead}.0123abcd.elsewhere"]
+    for name in kept:
+        (root / ".tmp" / name).mkdir()
+    students = root / "students"
+    (students / f".m.old-{dead}-0123abcd-{host}").mkdir(parents=True)
+    (students / f".m.old-{dead}-0123abcd-{host}" / MODEL_JSON).write_text("{}")
+    code, out, err = partseg(capsys, monkeypatch, "status", root, "--json")
+    assert code == 0, err
+    leftovers = json.loads(out)["leftovers"]
+    assert sorted(p.name for p in (root / ".tmp").iterdir()) == sorted(kept)
+    assert (students / "m" / MODEL_JSON).is_file() and [p.name for p in
+                                                         students.iterdir()] == ["m"]
+    assert any(killed[0] in line and "removed" in line for line in leftovers["removed"])
+    assert any("restored" in line for line in leftovers["removed"])
+    assert len(leftovers["kept"]) == 1 and "host elsewhere" in leftovers["kept"][0]
+    code, out, _ = partseg(capsys, monkeypatch, "status", root)
+    assert "leftover kept:" in out and "elsewhere" in out

@@ -219,3 +219,57 @@ def test_a_read_waits_out_another_writers_replacement(tmp_path: Path, backend: s
     workspace.delete(SCOPE, "vote")
     with pytest.raises(StoreError, match="no 'vote' output yet"):
         workspace.read(SCOPE, "vote")
+
+
+def _flip_a_byte(workspace: Workspace, backend: str) -> None:
+    """Damage stored data in place, metadata untouched (zarr: a chunk keeps its size)."""
+    if backend == "hdf5":
+        _damage_in_place(workspace, backend)
+        return
+    chunk = workspace._path(SCOPE, "vote") / "labels" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_verify_finds_damage_in_place(tmp_path: Path, backend: str, capsys,
+                                             monkeypatch) -> None:
+    """`status` stats metadata and misses a chunk changed in place; `status --verify`
+    reads everything against its checksums: one line per damaged artifact, exit 1, and
+    the artifact is counted corrupt from then on."""
+    from test_cli import partseg
+
+    from partseg_cli.status import collect
+
+    root = tmp_path / "ws"
+    workspace = _store(root, backend)
+    workspace.write(shape_scope("t"), "vote", {"n": 1}, key="k",
+                    extra_arrays={"labels": np.zeros(10, np.int64)})
+    code, out, _ = partseg(capsys, monkeypatch, "status", root, "--verify")
+    assert code == 0 and "verify: 2 stored output(s) read whole, 0 damaged" in out, out
+    _flip_a_byte(workspace, backend)
+    assert collect(root)["stages"]["vote"]["corrupt"] == 0  # what --verify is for
+    code, out, err = partseg(capsys, monkeypatch, "status", root, "--verify")
+    damaged = [line for line in out.splitlines() if line.startswith("damaged ")]
+    assert code == 1 and len(damaged) == 1, (out, err)
+    assert str(workspace._path(SCOPE, "vote")) in damaged[0] and "corrupt" in damaged[0]
+    assert collect(root)["stages"]["vote"]["corrupt_shapes"] == ["s"]
+
+
+def test_status_verify_rewrites_damaged_zarr_group_metadata(tmp_path: Path) -> None:
+    import zarr
+
+    from partseg_cli.status import collect
+
+    root = tmp_path / "ws"
+    workspace = _store(root, "zarr")
+    group = workspace.data_root / "shapes" / "s" / "zarr.json"
+    group.write_text("{ not json")
+    (workspace.data_root / "shapes" / "zarr.json").unlink()
+    assert collect(root)["stages"]["vote"]["done"] == 1  # unnoticed without --verify
+    found = collect(root, check=True)["verify"]
+    assert found["damaged"] == [] and len(found["groups"]) == 2
+    assert any(str(group) in line and "rewritten" in line for line in found["groups"])
+    assert "s" in zarr.open_group(str(workspace.data_root / "shapes"), mode="r")
+    assert collect(root, check=True)["verify"]["groups"] == []
