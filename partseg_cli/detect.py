@@ -655,14 +655,16 @@ def check_part_names(workspace: Workspace, sources: dict[str, Path], parts: list
 
 
 def warn_unmatched_parts(workspace: Workspace, shape_ids: list[str],
-                         parts: list[str] | None) -> None:
+                         parts: list[str] | None, none_refused: bool = False) -> None:
     """One warning line when ``--parts`` and the labelled shapes' ground-truth part names
     only partly agree. Not an error: `evaluate` scores a ground-truth part never asked
     for as missed (IoU 0 wherever the shape has it) and a part asked for that no ground
     truth names as an absent part (see evaluate.py), so the figures stay honest; but a
     misspelt name would otherwise cost a part's score without a word. The names compared
     are a shape's own list, which for LabeledDB is its category's (a shape lacking an
-    engine still lists it), so a category's full --parts list draws no warning."""
+    engine still lists it), so a category's full --parts list draws no warning. With
+    ``none_refused`` (the simulated teachers refuse a shape none of whose names is asked
+    for, naming both lists) no warning precedes that error line."""
     if not parts:
         return
     unasked: dict[str, None] = {}  # ordered sets
@@ -677,7 +679,8 @@ def warn_unmatched_parts(workspace: Workspace, shape_ids: list[str],
         named.update(names)
         unasked.update((n, None) for n in names if n not in parts)
     unknown = [n for n in parts if n not in named]
-    if not labelled or not (unasked or unknown):
+    if not labelled or not (unasked or unknown) or (none_refused
+                                                    and len(unknown) == len(parts)):
         return
     problems = []
     if unasked:
@@ -783,7 +786,8 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         return teacher.detect(images, part_names, config.prompt, config.threshold,
                               config.batch_size, category)
 
-    warn_unmatched_parts(workspace, shape_ids, config.parts)
+    warn_unmatched_parts(workspace, shape_ids, config.parts,
+                         none_refused=config.teacher in SIMULATED_TEACHERS)
     pixel_kind = config.teacher in PIXEL_TEACHERS or config.teacher.endswith("-pixels")
     params["kind"] = "pixels" if pixel_kind else "boxes"
     report = run_per_shape(workspace, "detect", shape_ids, params, ["shape", "render"],

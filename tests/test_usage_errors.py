@@ -370,3 +370,7 @@ def test_parts_matching_only_some_ground_truth_names_warn_once(capsys, monkeypat
         code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
                                "simulated", "--parts", "arm,back,leg,seat")
         assert code == 0 and not [w for w in caught if "--parts" in str(w.message)], err
+        # none matches: the simulated teacher's one error line says it, no warning first
+        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
+                               "simulated", "--parts", "foo,bar", "--force")
+        assert code == 2 and not [w for w in caught if "--parts" in str(w.message)], err
