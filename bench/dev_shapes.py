@@ -38,7 +38,7 @@ import trimesh
 from partseg_cli.backproject import units_from_boxes
 from partseg_cli.distill import DistillConfig, distill_pre, distill_tta
 from partseg_cli.evaluate import box_regions, part_ious, teacher_miou_2d
-from partseg_cli.records import Boxes, KnowledgeUnits, Mesh, Shape
+from partseg_cli.records import Boxes, KnowledgeUnits, Mesh, Shape, Views
 from partseg_cli.render import label_images, reference_cameras, render_points
 from partseg_cli.shapes import normalize
 from partseg_cli.simulated import simulate_boxes
@@ -220,6 +220,38 @@ class DevItem:
     foreground: np.ndarray  # (V, H, W) bool
 
 
+def _taught(category: str, index: int, seed: int, cameras
+            ) -> tuple[Shape, Views, np.ndarray, Boxes, KnowledgeUnits]:
+    """Dev shape ``index`` rendered, boxed by the simulated teacher and lifted to units
+    (with its views and ground-truth label images)."""
+    shape = make_shape(category, index, seed)
+    views = render_points(shape.points, shape.colors, cameras)
+    gt_images = label_images(views, shape.point_labels)
+    boxes = simulate_boxes(gt_images, len(shape.part_names), shape.part_names,
+                           seed=seed + index, images=views.rgb,
+                           foreground=views.pixel_point >= 0, category=category)
+    return shape, views, gt_images, boxes, units_from_boxes(boxes, views.pixel_point,
+                                                            len(shape.points))
+
+
+def prepare_units(category: str, start: int, stop: int, seed: int, resolution: int
+                  ) -> list[tuple[Shape, KnowledgeUnits]]:
+    """Dev shapes ``start..stop-1`` with their teacher units only (no voting, no label
+    images): unlabelled training shapes for a student, cached under /tmp. Shape ``i`` is
+    the same shape, with the same units, as item ``i`` of `prepare`."""
+    path = CACHE / f"{category}_units_{start}_{stop}_{seed}_{resolution}_v3.pkl"
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    cameras = reference_cameras(10, resolution)
+    pairs = []
+    for index in range(start, stop):
+        shape, *_, units = _taught(category, index, seed, cameras)
+        pairs.append((shape, units))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(pairs))
+    return pairs
+
+
 def prepare(category: str, count: int, seed: int, resolution: int) -> list[DevItem]:
     """Shapes with teacher units and the voting baseline, cached under /tmp."""
     # "v2": the de-leaked simulated teacher (boxes scored from the pixels, not the truth);
@@ -230,14 +262,7 @@ def prepare(category: str, count: int, seed: int, resolution: int) -> list[DevIt
     cameras = reference_cameras(10, resolution)
     items = []
     for index in range(count):
-        shape = make_shape(category, index, seed)
-        views = render_points(shape.points, shape.colors, cameras)
-        gt_images = label_images(views, shape.point_labels)
-        n_parts = len(shape.part_names)
-        boxes = simulate_boxes(gt_images, n_parts, shape.part_names, seed=seed + index,
-                               images=views.rgb, foreground=views.pixel_point >= 0,
-                               category=category)
-        units = units_from_boxes(boxes, views.pixel_point, len(shape.points))
+        shape, views, gt_images, boxes, units = _taught(category, index, seed, cameras)
         sp = compute_superpoints(shape.points, shape.colors, shape.normals)
         voted = vote(units, boxes, views.pixel_point, sp, shape.points, shape.part_names,
                      instances=False)
