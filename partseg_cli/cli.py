@@ -1284,7 +1284,8 @@ def train_teacher(
         help="Calibrate instead of doing the best one can: hold folds of the training "
         "shapes out in turn, find the epoch at which their box 2D mIoU first reaches this "
         "value (e.g. 0.5, GLIP's band), and stop the final training there. For a teacher "
-        "used as a measuring instrument (the benchmarks' 0.5), not for the best teacher.",
+        "used as a measuring instrument, not for the best teacher; on the dev shapes it "
+        "misses the band (README).",
         show_default=False)] = None,
     calibration_folds: Annotated[int, typer.Option(
         help="Folds of the training shapes for --target-miou (shape i is in fold i mod "

@@ -47,10 +47,6 @@ IGNORE = -100  # target of foreground pixels without a ground-truth part
 # the RGB, centre samples of the labels): the network sees 64-128 px anyway, and a model
 # scores the same on 400 and 800 px renders (README), at a sixteenth of the detect cost.
 VALIDATION_SIDE = 200
-# --target-miou of the benchmarks that use the trained teacher as a measuring instrument of
-# a VLM's quality: the middle of GLIP's measured 2D mIoU band (about 40-60, PartDistill
-# Table 5); `train-teacher` itself defaults to the best teacher it can train (None).
-INSTRUMENT_TARGET_MIOU = 0.5
 
 
 @dataclass
