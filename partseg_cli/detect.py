@@ -734,6 +734,12 @@ def run(workspace: Workspace, shape_ids: list[str], config: DetectConfig,
         except (ValueError, KeyError, IndexError) as exc:
             raise PartsegError(f"--prompt {config.prompt!r}: use {{part}} and optionally "
                                f"{{category}}, e.g. {DEFAULT_TEMPLATE!r} ({exc})") from exc
+    if config.teacher in SIMULATED_TEACHERS and config.model:
+        # not an error (a script may pass one --model to every teacher it tries), but a
+        # user who meant --teacher trained would otherwise read a simulation's figures
+        warnings.warn(f"detect: --model {config.model} is ignored: --teacher "
+                      f"{config.teacher} is a measuring instrument that reads the ground "
+                      "truth and takes no model", stacklevel=2)
     teacher = None
     params = config.key_params()
     trained_on: list[str] = []

@@ -374,3 +374,24 @@ def test_parts_matching_only_some_ground_truth_names_warn_once(capsys, monkeypat
         code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
                                "simulated", "--parts", "foo,bar", "--force")
         assert code == 2 and not [w for w in caught if "--parts" in str(w.message)], err
+
+
+def test_a_model_given_to_the_simulated_teacher_is_named_as_ignored(capsys, monkeypatch,
+                                                                    rendered: Path) -> None:
+    import warnings
+
+    from test_cli import partseg
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
+                               "simulated", "--model", "models/chair-teacher")
+        assert code == 0, err
+        lines = [str(w.message) for w in caught if "--model" in str(w.message)]
+        assert lines == ["detect: --model models/chair-teacher is ignored: --teacher "
+                         "simulated is a measuring instrument that reads the ground truth "
+                         "and takes no model"], lines
+        caught.clear()
+        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
+                               "simulated", "--force")
+        assert code == 0 and not [w for w in caught if "--model" in str(w.message)], err
