@@ -350,48 +350,46 @@ def test_distill_checks_model_even_when_everything_is_cached(capsys, monkeypatch
     assert code == 0, err  # the simulated teacher takes no model, as in `detect`
 
 
-def test_parts_matching_only_some_ground_truth_names_warn_once(capsys, monkeypatch,
-                                                               rendered: Path) -> None:
+def _detect_warnings(capsys, monkeypatch, work: Path, option: str, *args: str
+                     ) -> tuple[int, str, list[str]]:
+    """`detect WORK --teacher simulated ARGS`: its exit code, stderr and the warnings that
+    name ``option``."""
     import warnings
 
     from test_cli import partseg
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
-                               "simulated", "--parts", "back,seat,wheel")
-        assert code == 0, err
-        lines = [str(w.message) for w in caught if "--parts" in str(w.message)]
-        assert len(lines) == 1 and "\n" not in lines[0], lines
-        assert lines[0].startswith("detect: --parts back,seat,wheel")
-        assert "arm, leg are not asked for" in lines[0], lines[0]
-        assert "wheel in no ground truth" in lines[0], lines[0]
-        caught.clear()
-        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
-                               "simulated", "--parts", "arm,back,leg,seat")
-        assert code == 0 and not [w for w in caught if "--parts" in str(w.message)], err
-        # none matches: the simulated teacher's one error line says it, no warning first
-        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
-                               "simulated", "--parts", "foo,bar", "--force")
-        assert code == 2 and not [w for w in caught if "--parts" in str(w.message)], err
+        code, _, err = partseg(capsys, monkeypatch, "detect", work, "--teacher", "simulated",
+                               *args)
+    return code, err, [str(w.message) for w in caught if option in str(w.message)]
+
+
+def test_parts_matching_only_some_ground_truth_names_warn_once(capsys, monkeypatch,
+                                                               rendered: Path) -> None:
+    code, err, lines = _detect_warnings(capsys, monkeypatch, rendered, "--parts",
+                                        "--parts", "back,seat,wheel")
+    assert code == 0, err
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0].startswith("detect: --parts back,seat,wheel")
+    assert "arm, leg are not asked for" in lines[0], lines[0]
+    assert "wheel in no ground truth" in lines[0], lines[0]
+    code, err, lines = _detect_warnings(capsys, monkeypatch, rendered, "--parts",
+                                        "--parts", "arm,back,leg,seat")
+    assert code == 0 and not lines, err
+    # none matches: the simulated teacher's one error line says it, no warning first
+    code, err, lines = _detect_warnings(capsys, monkeypatch, rendered, "--parts",
+                                        "--parts", "foo,bar", "--force")
+    assert code == 2 and not lines, err
 
 
 def test_a_model_given_to_the_simulated_teacher_is_named_as_ignored(capsys, monkeypatch,
                                                                     rendered: Path) -> None:
-    import warnings
-
-    from test_cli import partseg
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
-                               "simulated", "--model", "models/chair-teacher")
-        assert code == 0, err
-        lines = [str(w.message) for w in caught if "--model" in str(w.message)]
-        assert lines == ["detect: --model models/chair-teacher is ignored: --teacher "
-                         "simulated is a measuring instrument that reads the ground truth "
-                         "and takes no model"], lines
-        caught.clear()
-        code, _, err = partseg(capsys, monkeypatch, "detect", rendered, "--teacher",
-                               "simulated", "--force")
-        assert code == 0 and not [w for w in caught if "--model" in str(w.message)], err
+    code, err, lines = _detect_warnings(capsys, monkeypatch, rendered, "--model",
+                                        "--model", "models/chair-teacher")
+    assert code == 0, err
+    assert lines == ["detect: --model models/chair-teacher is ignored: --teacher simulated "
+                     "is a measuring instrument that reads the ground truth and takes no "
+                     "model"], lines
+    code, err, lines = _detect_warnings(capsys, monkeypatch, rendered, "--model", "--force")
+    assert code == 0 and not lines, err
