@@ -429,12 +429,14 @@ class Workspace:
             if problem is None:
                 break
             try:
-                now = self.info(scope, stage)
+                # settled: a writer may be between moving our copy aside and renaming
+                # its own into place, so "missing" now would not mean missing
+                now = self._info_settled(scope, stage)
             except CorruptError:
                 now = None
             seen = attrs.get("partseg", {}).get("id", meta.get("id"))
-            if now is not None and now.get("id") != seen:
-                continue  # a writer committed a new version meanwhile: read that one
+            if (now is None and not path.exists()) or (now is not None and now.get("id") != seen):
+                continue  # replaced or removed meanwhile: read what is there now
             raise self._corrupt(path, stage, problem, meta)
         else:
             raise StoreError(f"{path}: replaced by other writers during every read attempt")

@@ -221,6 +221,39 @@ def test_a_read_waits_out_another_writers_replacement(tmp_path: Path, backend: s
         workspace.read(SCOPE, "vote")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_read_torn_by_a_replacement_in_progress_reads_the_new_version(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race eight concurrent writers hit: a reader has opened the artifact, another
+    process moves it aside to rename its own copy in, and the reader's next file is gone.
+    The reader must wait for the new copy, not call the artifact corrupt."""
+    import shutil
+    import threading
+
+    workspace = _store(tmp_path / "ws", backend, value=1.0)
+    newer = _store(tmp_path / "other", backend, value=2.0)  # the other writer's version
+    final = workspace._path(SCOPE, "vote")
+    staged = workspace.tmp_root / "w-staged"
+    shutil.move(newer._path(SCOPE, "vote"), staged)
+    original, timers = workspace._backend.read, []
+
+    def torn(path: Path, names: list[str] | None = None):
+        if not timers:
+            os.rename(final, workspace.tmp_root / "trash-replacing")
+            timers.append(threading.Timer(0.2, os.rename, (staged, final)))
+            timers[0].start()
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return original(path, names)
+
+    monkeypatch.setattr(workspace._backend, "read", torn)
+    try:
+        artifact = workspace.read(SCOPE, "vote")
+    finally:
+        timers[0].join()
+    assert float(artifact.arrays["score"][0]) == 2.0
+    assert not final.with_name(final.name + ".corrupt").exists()
+
+
 def _flip_a_byte(workspace: Workspace, backend: str) -> None:
     """Damage stored data in place, metadata untouched (zarr: a chunk keeps its size)."""
     if backend == "hdf5":
