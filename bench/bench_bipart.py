@@ -439,6 +439,15 @@ def main() -> None:
             scores, seconds = bench.score(net, unseen, variant)
             print(f"  support {config.support_size:>2}, steps {steps:>2}: "
                   f"{100 * np.mean(list(scores.values())):5.1f}  {seconds}", flush=True)
+        # The inner loss sums over the support set (Eq. 3), so its step grows with the
+        # support size: the rate divided by the size is the mean loss's step.
+        for lr in sorted({config.test_inner_lr / config.support_size, 0.1,
+                          config.test_inner_lr, 1.0}):
+            variant = dataclasses.replace(config, test_inner_lr=lr)
+            scores, _ = bench.score(net, unseen, variant)
+            print(f"  support {config.support_size:>2}, steps {config.test_inner_steps:>2}, "
+                  f"inner lr {lr:.4f}: {100 * np.mean(list(scores.values())):5.1f}  "
+                  + " ".join(f"{c} {100 * v:.1f}" for c, v in scores.items()), flush=True)
 
 
 if __name__ == "__main__":
