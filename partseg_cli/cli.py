@@ -1036,6 +1036,12 @@ def distill(
         help="Pre-alignment with a frozen encoder: augmented copies of each training "
              "shape (the reference's scale, shift, jitter), encoded once and trained on "
              "beside it; 0: none (the frozen features of the shapes only).")] = 0,
+    align: Annotated[str, typer.Option(
+        help="Pre-alignment: none (the paper's: shapes are encoded as they are) or axes "
+             "(every training shape and every shape the student labels is first rotated "
+             "by the one of the 24 axis rotations that best matches a reference training "
+             "shape, kept with the student; for collections not all oriented alike). "
+             "TTA needs no alignment (one head per shape) and ignores it.")] = "none",
     train_ids: Annotated[list[str] | None, typer.Option(
         "--train-ids", help="Pre-alignment on these shapes only (ids or globs; "
         "repeatable): the student is saved (--student) and labels the selected shapes "
@@ -1076,7 +1082,8 @@ def distill(
     config = _distill_config(mode, encoder, encoder_checkpoint, epochs, lr, backward, tau,
                              bd_weighting, seed, device, normalise=normalise,
                              tau_mode=tau_mode, bd_latest=bd_latest, lr_schedule=lr_schedule,
-                             steps_per_epoch=steps_per_epoch, feature_copies=feature_copies)
+                             steps_per_epoch=steps_per_epoch, feature_copies=feature_copies,
+                             align=align)
     reports = stage.run(workspace, ids, config, force, output=output, labels=labels,
                         train_ids=train_ids, student=student, collection_ids=everything)
     if png:

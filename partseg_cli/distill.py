@@ -34,7 +34,10 @@ the relative plateau threshold (`tau_mode`, paper "absolute"), the forced BD sta
 (`bd_latest`, paper None), the part-relative BD weighting (`bd_weighting`, paper
 "replace"), the cosine learning-rate decay (`lr_schedule`, paper "constant"; the
 released code decays), the per-point normalisation (`normalise`, paper "eq3") and the
-minimum steps per pre-alignment epoch (`steps_per_epoch`, reference 1).
+minimum steps per pre-alignment epoch (`steps_per_epoch`, reference 1). The orientation
+alignment of pre-alignment (`align`, paper "none"; orientation.py) rotates every shape
+onto a reference training shape by one of the 24 axis rotations before it is encoded,
+for collections that are not oriented alike (the paper's ShapeNetPart is).
 
 Frozen features are standardised per shape (`shape_standardise`) before the head, so a
 pre-alignment head sees comparable features on every shape of the collection.
@@ -58,6 +61,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError, PartsegError
+from .orientation import ALIGN_MODES, Aligner, rotate
 from .pipeline import (
     StageReport,
     collection_key,
@@ -159,6 +163,12 @@ class DistillConfig:
     jitter) of each training shape, encoded once and trained on beside the shape, so
     the head cannot memorise the exact positions of a few shapes; an epoch visits every
     copy (steps and encoding grow (1 + copies) x). 0: the un-augmented shapes only."""
+    align: str = "none"
+    """Pre-alignment: 'none' (the paper: shapes are encoded as they are, PartDistill's
+    ShapeNetPart being consistently oriented) or 'axes' (each training shape, few-shot
+    shape and shape the student is applied to is first rotated by the one of the 24 axis
+    rotations that registers it best to a reference training shape, orientation.py; the
+    reference is kept with the student). TTA trains one head per shape and ignores it."""
     fewshot_weight: float = 1.0
     """Weight of the cross-entropy on labelled (few-shot) shapes."""
     seed: int = 0
@@ -363,6 +373,17 @@ def _augmented_copy(shape: PointCloudLike, config: DistillConfig,
                       np.asarray(shape.colors, np.float32))
 
 
+def aligned(shape: PointCloudLike, aligner: Aligner | None) -> PointCloudLike:
+    """``shape`` rotated onto ``aligner``'s reference (points and normals; same point
+    order, so units and labels apply unchanged); ``shape`` itself without an aligner."""
+    if aligner is None:
+        return shape
+    rotation = aligner.rotation(shape.points)
+    return PointCloud(rotate(np.asarray(shape.points, np.float32), rotation),
+                      rotate(np.asarray(shape.normals, np.float32), rotation),
+                      np.asarray(shape.colors, np.float32))
+
+
 def _check_units(units: KnowledgeUnits, n_points: int, n_parts: int) -> None:
     if len(units) and units.masks.shape != (len(units), n_points):
         raise InputError("knowledge units", f"masks have shape {units.masks.shape}, "
@@ -552,7 +573,7 @@ def check_config(config: DistillConfig) -> None:
     """One-line PartsegError for a setting outside its choices."""
     choices = {"normalise": NORMALISATIONS, "lr_schedule": LR_SCHEDULES,
                "tau_mode": TAU_MODES, "bd_weighting": ("part", "replace"),
-               "mode": ("tta", "pre")}
+               "mode": ("tta", "pre"), "align": ALIGN_MODES}
     for name, allowed in choices.items():
         value = getattr(config, name)
         if value not in allowed:
@@ -679,6 +700,13 @@ def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n
                              f"not match {len(shape.points)} points")
     device, rng, gen, encoder = _setup(config)
     student = _new_student(encoder, n_parts, config, device)
+    if config.align == "axes" and (collection or labelled):
+        # the reference is a training shape; every shape is rotated onto it, here and
+        # wherever the student is applied (`apply_student`)
+        student.aligner = Aligner.from_collection(
+            [np.asarray(s.points) for s, _ in [*collection, *labelled]], config.seed)
+        collection = [(aligned(s, student.aligner), u) for s, u in collection]
+        labelled = [(aligned(s, student.aligner), g) for s, g in labelled]
     usable = sum(_usable(u) for _, u in collection)
     if usable == 0 and not labelled:
         warnings.warn("no shape of the collection has usable knowledge units: every "
@@ -717,13 +745,15 @@ def train_student(collection: Sequence[tuple[PointCloudLike, KnowledgeUnits]], n
 def apply_student(student: Student, shape: PointCloudLike,
                   units: KnowledgeUnits | None = None, trained: TrainedStudent | None = None,
                   index: int | None = None) -> DistillResult:
-    """Label every point of ``shape`` with a (saved or just trained) student.
+    """Label every point of ``shape`` with a (saved or just trained) student; a student
+    trained with ``align="axes"`` first rotates the shape onto its reference (the
+    labels are per point, so they are the shape's as it is).
 
     With ``units``, the result's C_bd is Eq. 4's agreement of the student's labels with
     them; for shape ``index`` of ``trained``'s own collection it is the C_bd its
     backward distillation computed instead (what the student was re-weighted by).
     """
-    probs = student.predict(shape)
+    probs = student.predict(aligned(shape, student.aligner))
     labels = probs.argmax(axis=1).astype(np.int32)
     rescored = None
     if trained is not None and index is not None:
@@ -820,9 +850,13 @@ def _rescored_arrays(result: DistillResult) -> dict[str, np.ndarray]:
 
 
 def stage_params(config: DistillConfig) -> dict[str, object]:
-    """Everything that changes the result (not the device)."""
+    """Everything that changes the result (not the device, nor ``align`` where it has no
+    effect)."""
     params = dataclasses.asdict(config)
     params.pop("device")
+    if config.align == "none" or config.mode == "tta":
+        # no effect there: left out, so that results stored before the option keep their keys
+        params.pop("align")
     return params
 
 
@@ -881,7 +915,9 @@ def save_student(path: Path, trained: TrainedStudent, config: DistillConfig,
     weights (head, its feature statistics, a trainable encoder's weights), the config,
     part names, encoder, the keys of the shapes it trained on (``training``: shape id ->
     "shape" stage key) and, per training shape, the C_bd its backward distillation
-    computed (tensors ``rescored.<shape id>``, read back by `load_student`)."""
+    computed (tensors ``rescored.<shape id>``, read back by `load_student`); with
+    ``align="axes"``, the reference cloud its shapes were rotated onto (tensor
+    ``align.reference``)."""
     import torch
 
     from .saved_model import save_model
@@ -890,6 +926,9 @@ def save_student(path: Path, trained: TrainedStudent, config: DistillConfig,
     for sid, c_bd in zip(training, trained.rescored, strict=True):
         if c_bd is not None:
             state[f"rescored.{sid}"] = torch.as_tensor(np.asarray(c_bd, np.float32))
+    aligner = trained.student.aligner
+    if aligner is not None:  # applied elsewhere, the student must align as it trained
+        state["align.reference"] = torch.as_tensor(np.asarray(aligner.reference, np.float32))
     meta = {"config": stage_params(config), "part_names": list(part_names),
             "encoder": config.encoder, "encoder_frozen": not trained.student.encoder.trainable,
             "feature_dim": int(trained.student.encoder.out_dim),
@@ -960,6 +999,7 @@ def _load_network(path: Path, device: str) -> tuple[Student, dict[str, np.ndarra
         stored = {k: v for k, v in meta["config"].items() if k in fields}
         stored["hidden"] = tuple(stored.get("hidden", DistillConfig.hidden))
         stored["scale_range"] = tuple(stored.get("scale_range", DistillConfig.scale_range))
+        stored.setdefault("align", "none")  # not stored: saved before the option, or none
         config = DistillConfig(**{**stored, "encoder_checkpoint": None, "device": device})
         n_parts = len(meta["part_names"])
         encoder = _density_matched(build_encoder(config.encoder, None, device), config)
@@ -977,6 +1017,12 @@ def _load_network(path: Path, device: str) -> tuple[Student, dict[str, np.ndarra
         raise ModelError(f"{path}: weights do not match a {config.encoder} student with "
                          f"{n_parts} parts: {problem}")
     student.load_state_dict(weights)
+    if config.align == "axes":
+        reference = saved.state_dict.get("align.reference")
+        if reference is None or tuple(reference.shape[1:]) != (3,) or len(reference) == 0:
+            raise ModelError(f"{path}: a student trained with --align axes, but its "
+                             "reference cloud (align.reference) is missing or malformed")
+        student.aligner = Aligner(reference.cpu().numpy().astype(np.float32), config.seed)
     rescored = {k.removeprefix("rescored."): v.numpy() for k, v in saved.state_dict.items()
                 if k.startswith("rescored.")}
     return student.eval(), rescored

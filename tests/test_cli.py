@@ -432,6 +432,50 @@ def test_pre_alignment_trains_one_student_per_part_list(capsys, monkeypatch, cha
     assert_one_line_error(code, err, "part lists", "--train-ids")
 
 
+def test_align_axes_changes_the_student_key_and_a_saved_student_aligns_elsewhere(
+        capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    work, later = tmp_path / "ws", tmp_path / "later"
+    code, _, err = partseg(capsys, monkeypatch, "run", chairs, "--work", work,
+                           "--teacher", "simulated", *SMALL)
+    assert code == 0, err
+    train = ["--mode", "pre", "--epochs", "2", "--train-ids", "Chair_chair[01]"]
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train, "--student", "plain")
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train, "--student",
+                           "plain", "--align", "none")  # the paper's value: the same key
+    assert code == 0 and "distill (student): 0 computed, 2 cached" in err, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train, "--student",
+                           "turned", "--align", "axes")
+    assert code == 0 and "distill (student): 2 computed" in err and "distill: 4 computed" in err
+    plain, turned = (json.loads((work / n / "model.json").read_text()) for n in
+                     ("plain", "turned"))
+    assert plain["key"] != turned["key"] and turned["meta"]["config"]["align"] == "axes"
+    assert "align" not in plain["meta"]["config"]
+    with safe_open(str(work / "turned" / "weights.safetensors"), "pt") as f:
+        assert f.get_tensor("align.reference").shape == (512, 3)
+    with safe_open(str(work / "plain" / "weights.safetensors"), "pt") as f:
+        assert "align.reference" not in f.keys()
+    # applied in another workspace, the saved reference aligns the shapes as here
+    (tmp_path / "two" / "Chair").mkdir(parents=True)
+    for name in ("chair0.off", "chair0_labels.txt", "chair3.off", "chair3_labels.txt"):
+        shutil.copy(chairs / "Chair" / name, tmp_path / "two" / "Chair" / name)
+    code, _, err = partseg(capsys, monkeypatch, "run", tmp_path / "two", "--work", later,
+                           "--teacher", "simulated", *SMALL)
+    assert code == 0, err
+    code, _, err = partseg(capsys, monkeypatch, "distill", later, "--mode", "pre",
+                           "--student", work / "turned")
+    assert code == 0 and "distill: 2 computed" in err, err
+    here, there = Workspace.open(work), Workspace.open(later)
+    for sid in ("Chair_chair0", "Chair_chair3"):
+        np.testing.assert_allclose(
+            there.read_record(shape_scope(sid), "distill", Labelling).point_probs,
+            here.read_record(shape_scope(sid), "distill", Labelling).point_probs, atol=1e-5)
+    code, _, err = partseg(capsys, monkeypatch, "distill", work, *train, "--align", "pca")
+    assert_one_line_error(code, err, "--align", "pca")
+
+
 def test_evaluate_label_files(capsys, monkeypatch, chairs: Path, tmp_path: Path) -> None:
     work = tmp_path / "ws"
     assert partseg(capsys, monkeypatch, "render", chairs, "--work", work, *SMALL)[0] == 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..orientation import Aligner
 
 # Points per chunk when predicting a whole shape (bounds activation memory).
 _PREDICT_CHUNK = 65536
@@ -57,6 +60,10 @@ class Student(nn.Module):
         self.encoder = encoder
         self.head = head
         self.shape_standardise = shape_standardise
+        # orientation.Aligner of a student trained with align="axes" (not a module
+        # buffer: saved apart, as "align.reference"); `distill.apply_student` rotates
+        # shapes with it, `predict` takes shapes as they are
+        self.aligner: Aligner | None = None
 
     @property
     def device(self) -> torch.device:
