@@ -29,6 +29,14 @@ distillation loss (Eq. 3 with the teacher's C, the training collection's class w
 of the ind student on the units of its first 8 training shapes and of the 8 held-out
 shapes, their gap, the optimiser steps and the training seconds (wall and CPU).
 
+`--rotate` (dev or LabeledDB): after the units are lifted, every shape (both halves) is
+turned by one of the 24 axis rotations (orientation.axis_rotations) drawn at random per
+shape (seeded by `--rotate-seed` and the category's index); points, normals and mesh
+turn together, the units and the labels stay per point. The teacher's units are those
+of the upright shape, so only the student's input changes: this measures a student's
+sensitivity to a collection that is not oriented alike (LabeledDB's is not), e.g.
+`--variants align=axes` against the paper's align=none.
+
 `--data labeleddb --teacher trained`: the honest teacher instead of the simulated one.
 Per category `train-teacher` (its best-effort defaults, or calibrated with `--target-miou
 T` as bench_quality / bench_partstad; `--teacher-set key=value`) learns
@@ -47,6 +55,8 @@ CPU seconds of `apply_student` and of its encoding alone (medians), and the load
 
 Run: python bench/bench_distill.py --data dev [--per-category 16] [--categories chair ...]
      [--methods vote,tta,ind,...] [--variants normalise=eq3 tau_mode=absolute ...]
+     python bench/bench_distill.py --data dev --categories chair table --methods ind,ind+bd
+         --rotate --variants align=axes   # orientation alignment on turned dev shapes
      python bench/bench_distill.py --data labeleddb   # report only
      python bench/bench_distill.py --data labeleddb --teacher trained   # report only
      python bench/bench_distill.py --scale 8,32,64 --copies 0,3 --categories chair
@@ -182,6 +192,25 @@ def labeleddb_trained_items(category: str, resolution: int, work: Path, teacher_
     return items
 
 
+def rotated(items: list[DevItem], seed: int | list[int]
+            ) -> tuple[list[DevItem], list[int]]:
+    """Each item's shape turned by a random one of the 24 axis rotations (see the module
+    docstring), and the rotation indices drawn."""
+    from partseg_cli.orientation import axis_rotations, rotate
+
+    rots = axis_rotations()
+    picks = np.random.default_rng(seed).integers(len(rots), size=len(items))
+    out = []
+    for item, k in zip(items, picks, strict=True):
+        shape = item.shape
+        mesh = (None if shape.mesh is None else dataclasses.replace(
+            shape.mesh, vertices=rotate(shape.mesh.vertices, rots[k])))
+        shape = dataclasses.replace(shape, points=rotate(shape.points, rots[k]),
+                                    normals=rotate(shape.normals, rots[k]), mesh=mesh)
+        out.append(dataclasses.replace(item, shape=shape))
+    return out, [int(k) for k in picks]
+
+
 def score_category(items: list[DevItem], config: DistillConfig, methods: list[str],
                    with_2d: bool) -> dict[str, float]:
     """Mean test-half mIoU per method (see the module docstring), plus the teacher's 2D
@@ -274,6 +303,10 @@ def quality(args: argparse.Namespace) -> None:
             data = {c: labeleddb_items(c, args.resolution) for c in categories}
         print("LabeledDB is TEST data: these figures are a report, never a reason to "
               f"change a setting (teacher {args.teacher})")
+    if args.rotate:
+        for index, category in enumerate(categories):
+            data[category], picks = rotated(data[category], [args.rotate_seed, index])
+            print(f"{category}: shapes turned by axis rotations {picks}", flush=True)
     for variant in variants:
         config = DistillConfig(device="cpu", **parse_overrides(variant))
         started = time.perf_counter()
@@ -451,6 +484,11 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--variants", nargs="*", default=[])
     parser.add_argument("--no-2d", action="store_true")
+    parser.add_argument("--rotate", action="store_true",
+                        help="turn every shape by a random one of the 24 axis rotations "
+                             "after its units are lifted (see the docstring)")
+    parser.add_argument("--rotate-seed", type=int, default=0,
+                        help="--rotate: seed of the rotations (with the category's index)")
     parser.add_argument("--teacher", choices=["simulated", "trained"], default="simulated",
                         help="--data labeleddb: the simulated teacher on all shapes, or "
                              "train-teacher on --teacher-train shapes that are never scored")
