@@ -351,25 +351,34 @@ class Workspace:
         Raises CorruptError when the artifact's metadata cannot be read, a file its
         writer recorded is missing or resized, or an earlier read found it corrupt."""
         path = self._path(scope, stage)
+        for attempt in range(5):
+            if not path.exists():
+                return None
+            meta, problem = self._info_problem(path)
+            if problem is None:
+                return meta
+            if isinstance(meta, dict) and self._corrupt_note(path, meta.get("id")):
+                break  # an earlier read's finding: looking again cannot change it
+            # Another process may have replaced the artifact between our looks at its
+            # files (moved aside, then renamed in): look again before calling it corrupt.
+            time.sleep(0.02 * (attempt + 1))
         if not path.exists():
             return None
+        raise self._corrupt(path, stage, problem, meta)
+
+    def _info_problem(self, path: Path) -> tuple[dict[str, Any] | None, str | None]:
+        """The artifact's metadata and what is wrong with it (None: nothing)."""
         try:
             meta = self._backend.read_attrs(path).get("partseg")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, PermissionError):
                 raise StoreError(os_error_line(exc, path)) from exc
             where = path / self._backend.meta_file if self._backend.meta_file else path
-            meta, problem = None, f"its metadata {where} is unreadable: {first_line(exc)}"
-        else:
-            problem = (self._backend.complete(path, meta) if isinstance(meta, dict)
-                       else "no partseg metadata")
-        if problem is None:
-            problem = self._corrupt_note(path, meta.get("id"))
-        if problem is not None:
-            if not path.exists():  # replaced or removed while we looked
-                return self.info(scope, stage)
-            raise self._corrupt(path, stage, problem, meta)
-        return meta
+            return None, f"its metadata {where} is unreadable: {first_line(exc)}"
+        if not isinstance(meta, dict):
+            return meta, "no partseg metadata"
+        problem = self._backend.complete(path, meta)
+        return meta, problem if problem is not None else self._corrupt_note(path, meta.get("id"))
 
     def key(self, scope: str, stage: str) -> str | None:
         info = self.info(scope, stage)

@@ -254,6 +254,29 @@ def test_a_read_torn_by_a_replacement_in_progress_reads_the_new_version(
     assert not final.with_name(final.name + ".corrupt").exists()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_metadata_missing_for_a_moment_is_looked_at_again(
+        tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replacement can fall between finding the artifact and reading its metadata (the
+    folder moved aside, another renamed in before we look whether it exists): not corrupt."""
+    workspace = _store(tmp_path / "ws", backend)
+    original, calls = workspace._backend.read_attrs, []
+
+    def racing(path: Path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return original(path)
+
+    monkeypatch.setattr(workspace._backend, "read_attrs", racing)
+    assert workspace.info(SCOPE, "vote")["key"] == "k"
+    final = workspace._path(SCOPE, "vote")
+    assert not final.with_name(final.name + ".corrupt").exists()
+    monkeypatch.setattr(workspace._backend, "read_attrs", lambda path: {})
+    with pytest.raises(CorruptError, match="no partseg metadata"):
+        workspace.info(SCOPE, "vote")  # a lasting problem still is one
+
+
 def _flip_a_byte(workspace: Workspace, backend: str) -> None:
     """Damage stored data in place, metadata untouched (zarr: a chunk keeps its size)."""
     if backend == "hdf5":
